@@ -1,0 +1,128 @@
+//! Spec-shaped errors: `{"errors":[{"code","message","detail"}]}` with the distribution codes.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::registry::RegistryError;
+use crate::storage::StorageError;
+
+/// An error as the client sees it.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Distribution-spec error code.
+    pub code: &'static str,
+    /// Human message.
+    pub message: String,
+    /// Optional structured detail.
+    pub detail: Option<Value>,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// Adds structured detail.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// 404 for paths and methods the API does not have.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", message)
+    }
+
+    /// 405 for a method the endpoint does not support.
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the operation is unsupported for this endpoint",
+        )
+    }
+
+    /// 400 for a malformed request.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut entry = json!({"code": self.code, "message": self.message});
+        if let Some(d) = &self.detail {
+            entry["detail"] = d.clone();
+        }
+        HttpResponse::build(self.status)
+            .content_type("application/json")
+            .body(json!({ "errors": [entry] }).to_string())
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let status = StatusCode::BAD_REQUEST;
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        use StorageError as S;
+        let msg = e.to_string();
+        match e {
+            S::NoSpace => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", msg),
+            S::DigestMismatch { expected, actual } => ApiError::bad_request("DIGEST_INVALID", msg)
+                .with_detail(json!({
+                    "expected": expected.as_str(), "actual": actual.as_str()
+                })),
+            S::RangeInvalid { .. } => ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                msg,
+            ),
+            S::UploadUnknown => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", msg),
+            S::BlobUnknown(d) => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg)
+                .with_detail(json!({ "digest": d.as_str() })),
+            S::ManifestUnknown(r) => ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg)
+                .with_detail(json!({ "reference": r })),
+            S::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
+            S::ManifestBlobUnknown(d) => ApiError::bad_request("MANIFEST_BLOB_UNKNOWN", msg)
+                .with_detail(json!({ "digest": d.as_str() })),
+            S::Invalid(r) => r.into(),
+            S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
+                tracing::error!(error = %msg, "storage failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", msg)
+            }
+        }
+    }
+}
+
+/// Handler result.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,53 @@
+//! The HTTP edge (actix-web): `/v2` (OCI distribution) and `/acr` (health, status, tokens).
+//!
+//! Handlers parse and validate, run storage work on the blocking pool, and turn every failure
+//! into a spec-shaped error. Absolute URLs follow the API proxy's forwarded headers.
+
+mod acr;
+pub mod error;
+mod payload;
+pub mod query;
+pub mod route;
+pub mod server;
+mod urls;
+mod v2;
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+
+use crate::storage::{self, Store};
+use error::{ApiError, ApiResult};
+
+/// Shared state of every worker.
+#[derive(Debug)]
+pub struct AppState {
+    /// The content store.
+    pub store: Arc<Store>,
+}
+
+/// Runs storage work on the blocking thread pool so workers keep serving other requests.
+pub(crate) async fn blocking<T, F>(store: &Arc<Store>, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> storage::Result<T> + Send + 'static,
+{
+    let s = store.clone();
+    web::block(move || f(&s))
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UNKNOWN",
+                format!("internal error: {e}"),
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
+/// Registers every route on an actix app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/acr/v1/_health").to(acr::health))
+        .default_service(web::to(v2::dispatch));
+}

@@ -1,0 +1,74 @@
+//! The OCI distribution API under `/v2`.
+
+mod blobs;
+mod listing;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::error::{ApiError, ApiResult};
+use super::query::Query;
+use super::route::{self, Route};
+use super::AppState;
+
+/// Header every distribution API response carries.
+pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
+
+/// Routes a request to its handler by path and method.
+pub async fn dispatch(
+    req: HttpRequest,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> ApiResult<HttpResponse> {
+    let route = route::parse(req.path())?;
+    let q = Query::parse(req.query_string());
+    let m = req.method().clone();
+    let st = &state;
+    let mut resp = match route {
+        Route::Base if is_get(&m) => Ok(HttpResponse::Ok()
+            .content_type("application/json")
+            .body("{}")),
+        Route::Catalog if m == Method::GET => listing::catalog(&req, st, &q).await,
+        Route::Tags(name) if m == Method::GET => listing::tags(&req, st, name, &q).await,
+        Route::Manifest(name, r) => match m {
+            Method::GET | Method::HEAD => manifests::get(st, name, r, m == Method::GET).await,
+            Method::PUT => manifests::put(&req, &mut payload, st, name, r, &q).await,
+            Method::DELETE => manifests::delete(st, name, r).await,
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        Route::Blob(name, d) => match m {
+            Method::GET | Method::HEAD => blobs::get(&req, st, name, d, m == Method::GET).await,
+            Method::DELETE => blobs::delete(st, name, d).await,
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        Route::UploadStart(name) if m == Method::POST => {
+            uploads::start(&req, &mut payload, st, name, &q).await
+        }
+        Route::Upload(name, id) => match m {
+            Method::GET => uploads::status(&req, st, name, id).await,
+            Method::PATCH => uploads::patch(&req, &mut payload, st, name, id).await,
+            Method::PUT => uploads::finish(&req, &mut payload, st, name, id, &q).await,
+            Method::DELETE => uploads::cancel(st, name, id).await,
+            _ => Err(ApiError::method_not_allowed()),
+        },
+        Route::Referrers(name, d) if m == Method::GET => referrers::list(st, name, d, &q).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }?;
+    resp.headers_mut().insert(
+        actix_web::http::header::HeaderName::from_static("docker-distribution-api-version"),
+        actix_web::http::header::HeaderValue::from_static(API_VERSION_HEADER.1),
+    );
+    Ok(resp)
+}
+
+fn is_get(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD
+}
+
+/// `Range: 0-<end>` as the upload protocol reports progress (`0-0` before any byte).
+fn upload_range(offset: u64) -> String {
+    format!("0-{}", offset.saturating_sub(1))
+}

@@ -1,0 +1,254 @@
+//! Blob uploads: monolithic (`POST ?digest=`), streamed and chunked (`PATCH`), finished by
+//! `PUT ?digest=`, plus status, cancel and cross-repository mount.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::super::error::{ApiError, ApiResult};
+use super::super::payload::stream_into;
+use super::super::query::Query;
+use super::super::urls::absolute;
+use super::super::{blocking, AppState};
+use super::upload_range;
+use crate::registry::{Digest, RepoName};
+use crate::storage::writer::BlobWriter;
+use crate::storage::StorageError;
+
+fn created(req: &HttpRequest, name: &RepoName, digest: &Digest) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((
+            "Location",
+            absolute(req, &format!("/v2/{name}/blobs/{digest}")),
+        ))
+        .insert_header(("Docker-Content-Digest", digest.as_str()))
+        .finish()
+}
+
+fn in_progress(
+    req: &HttpRequest,
+    status: StatusCode,
+    name: &RepoName,
+    id: &str,
+    offset: u64,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((
+            "Location",
+            absolute(req, &format!("/v2/{name}/blobs/uploads/{id}")),
+        ))
+        .insert_header(("Range", upload_range(offset)))
+        .insert_header(("Docker-Upload-UUID", id))
+        .finish()
+}
+
+fn digest_param(q: &Query) -> ApiResult<Option<Digest>> {
+    q.get("digest")
+        .map(|d| d.parse::<Digest>().map_err(ApiError::from))
+        .transpose()
+}
+
+/// `POST /v2/<name>/blobs/uploads/[?digest=|?mount=&from=]`
+pub async fn start(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    state: &web::Data<AppState>,
+    name: RepoName,
+    q: &Query,
+) -> ApiResult<HttpResponse> {
+    if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
+        let digest: Digest = mount.parse()?;
+        // A bad `from` just means no mount: the client then uploads as usual.
+        if let Ok(from) = RepoName::parse(from) {
+            let (repo, d) = (name.clone(), digest.clone());
+            let mounted = blocking(&state.store, move |s| {
+                match s.meta.blob_link(&from, &d)? {
+                    Some(size) if s.blobs.size(&d)?.is_some() => {
+                        s.meta.link_blob(&repo, &d, size)?;
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .await?;
+            if mounted {
+                return Ok(created(req, &name, &digest));
+            }
+        }
+    } else if let Some(digest) = digest_param(q)? {
+        let store = state.store.clone();
+        let algo = digest.algorithm();
+        let mut writer = blocking(&store, move |s| s.uploads.oneshot(algo)).await?;
+        if let Err(e) = stream_into(payload, &mut writer).await {
+            writer.discard();
+            return Err(e);
+        }
+        let (repo, d) = (name.clone(), digest.clone());
+        blocking(&store, move |s| {
+            s.uploads
+                .finish_oneshot(&s.meta, &s.blobs, &repo, writer, &d)
+        })
+        .await?;
+        return Ok(created(req, &name, &digest));
+    }
+    let repo = name.clone();
+    let id = blocking(&state.store, move |s| s.uploads.start(&s.meta, &repo)).await?;
+    Ok(in_progress(req, StatusCode::ACCEPTED, &name, &id, 0))
+}
+
+/// Parses `Content-Range: <start>-<end>` (also accepting a `bytes ` prefix).
+fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> {
+    let Some(v) = req.headers().get("content-range") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            "Content-Range must look like <start>-<end>",
+        )
+    };
+    let s = v.to_str().map_err(|_| bad())?.trim();
+    let s = s
+        .strip_prefix("bytes ")
+        .or_else(|| s.strip_prefix("bytes="))
+        .unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b) = (
+        a.trim().parse::<u64>().map_err(|_| bad())?,
+        b.trim().parse::<u64>().map_err(|_| bad())?,
+    );
+    if b < a {
+        return Err(bad());
+    }
+    Ok(Some((a, b)))
+}
+
+/// Appends the request body to the session after checking `Content-Range`, then fsyncs.
+async fn append_chunk(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    writer: &mut Option<BlobWriter>,
+) -> ApiResult<()> {
+    let w = writer.as_mut().ok_or(StorageError::UploadUnknown)?;
+    if let Some((start, _end)) = content_range(req)? {
+        if start != w.offset() {
+            return Err(StorageError::RangeInvalid { offset: w.offset() }.into());
+        }
+    }
+    stream_into(payload, w).await?;
+    Ok(())
+}
+
+/// Runs a blocking step on the session's writer without holding a worker thread.
+async fn on_writer<T: Send + 'static>(
+    writer: &mut Option<BlobWriter>,
+    f: impl FnOnce(&mut BlobWriter) -> crate::storage::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    let mut w = writer.take().ok_or(StorageError::UploadUnknown)?;
+    let (w, res) = web::block(move || {
+        let r = f(&mut w);
+        (w, r)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?;
+    *writer = Some(w);
+    res.map_err(ApiError::from)
+}
+
+/// `PATCH /v2/<name>/blobs/uploads/<id>`: a streamed body or an in-order chunk.
+pub async fn patch(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    state: &web::Data<AppState>,
+    name: RepoName,
+    id: String,
+) -> ApiResult<HttpResponse> {
+    let (repo, sid) = (name.clone(), id.clone());
+    let handle = blocking(&state.store, move |s| {
+        s.uploads.session(&s.meta, &repo, &sid)
+    })
+    .await?;
+    let mut guard = handle.lock().await;
+    append_chunk(req, payload, &mut guard).await?;
+    let offset = on_writer(&mut guard, |w| w.sync().map(|_| w.offset())).await?;
+    let sid = id.clone();
+    blocking(&state.store, move |s| s.meta.touch_upload(&sid)).await?;
+    Ok(in_progress(req, StatusCode::ACCEPTED, &name, &id, offset))
+}
+
+/// `PUT /v2/<name>/blobs/uploads/<id>?digest=`: optional last chunk, then verify and store.
+pub async fn finish(
+    req: &HttpRequest,
+    payload: &mut web::Payload,
+    state: &web::Data<AppState>,
+    name: RepoName,
+    id: String,
+    q: &Query,
+) -> ApiResult<HttpResponse> {
+    let digest = digest_param(q)?.ok_or_else(|| {
+        ApiError::bad_request("DIGEST_INVALID", "the digest query parameter is required")
+    })?;
+    let (repo, sid) = (name.clone(), id.clone());
+    let handle = blocking(&state.store, move |s| {
+        s.uploads.session(&s.meta, &repo, &sid)
+    })
+    .await?;
+    let mut guard = handle.lock().await;
+    append_chunk(req, payload, &mut guard).await?;
+    let mut writer = guard.take();
+    let (repo, d, sid) = (name.clone(), digest.clone(), id.clone());
+    let (writer, res) = web::block({
+        let store = state.store.clone();
+        move || {
+            let r = store
+                .uploads
+                .finish(&store.meta, &store.blobs, &repo, &sid, &mut writer, &d);
+            (writer, r)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?;
+    *guard = writer;
+    res?;
+    tracing::debug!(repository = %name, digest = %digest, "blob upload finished");
+    Ok(created(req, &name, &digest))
+}
+
+/// `GET /v2/<name>/blobs/uploads/<id>`: how far the upload got (after a restart too).
+pub async fn status(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    name: RepoName,
+    id: String,
+) -> ApiResult<HttpResponse> {
+    let (repo, sid) = (name.clone(), id.clone());
+    let handle = blocking(&state.store, move |s| {
+        s.uploads.session(&s.meta, &repo, &sid)
+    })
+    .await?;
+    let guard = handle.lock().await;
+    let offset = guard.as_ref().ok_or(StorageError::UploadUnknown)?.offset();
+    Ok(in_progress(req, StatusCode::NO_CONTENT, &name, &id, offset))
+}
+
+/// `DELETE /v2/<name>/blobs/uploads/<id>`
+pub async fn cancel(
+    state: &web::Data<AppState>,
+    name: RepoName,
+    id: String,
+) -> ApiResult<HttpResponse> {
+    let (repo, sid) = (name.clone(), id.clone());
+    let handle = blocking(&state.store, move |s| {
+        s.uploads.session(&s.meta, &repo, &sid)
+    })
+    .await?;
+    let mut guard = handle.lock().await;
+    let mut writer = guard.take();
+    blocking(&state.store, move |s| {
+        s.uploads.cancel(&s.meta, &id, &mut writer);
+        Ok(())
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,48 @@
+//! Log levels with ACR's names (`Debug`, `Information`, `Warning`, `Error`, `None`) or `RUST_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+/// Maps a user-facing level to a tracing filter directive.
+pub fn level_directive(level: &str) -> Result<&'static str, String> {
+    Ok(match level.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "information" | "info" => "info",
+        "warning" | "warn" => "warn",
+        "error" => "error",
+        "none" | "off" => "off",
+        _ => {
+            return Err(format!(
+                "unknown log level '{level}' (use Debug, Information, Warning, Error or None)"
+            ))
+        }
+    })
+}
+
+/// Installs the global logger: an explicit level wins, else `RUST_LOG`, else Information.
+pub fn init(level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(l) => EnvFilter::new(level_directive(l)?),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init()
+        .map_err(|e| format!("could not start logging: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acr_names() {
+        assert_eq!(level_directive("Information").unwrap(), "info");
+        assert_eq!(level_directive("Warning").unwrap(), "warn");
+        assert_eq!(level_directive("None").unwrap(), "off");
+        assert_eq!(level_directive("debug").unwrap(), "debug");
+        assert!(level_directive("Verbose").is_err());
+    }
+}

@@ -1,0 +1,9 @@
+//! connected-registry: an OCI registry for the edge that keeps a local replica of its parent's images.
+//!
+//! The module tree mirrors the architecture (see DESIGN.md §8): `api` is the HTTP edge, `registry`
+//! holds transport-free OCI semantics, `storage` the crash-safe content store and metadata.
+
+pub mod api;
+pub mod config;
+pub mod registry;
+pub mod storage;

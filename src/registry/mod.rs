@@ -1,0 +1,14 @@
+//! OCI semantics with no transport: names, references, digests, manifests and media types.
+
+pub mod digest;
+mod error;
+pub mod manifest;
+pub mod media_types;
+pub mod name;
+pub mod reference;
+
+pub use digest::{Algorithm, Digest, DigestHasher};
+pub use error::RegistryError;
+pub use manifest::{Descriptor, ManifestKind, ParsedManifest};
+pub use name::{RepoName, Tag};
+pub use reference::Reference;

@@ -1,0 +1,45 @@
+//! Small filesystem helpers for durability: directory fsync and free-space queries.
+
+use std::fs::File;
+use std::path::Path;
+
+use super::error::{Result, StorageError};
+
+/// Makes a rename or file creation inside `dir` durable by syncing the directory itself.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Creates `dir` (and parents) and syncs the parent so the new entry survives a power cut.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
+    if let Some(parent) = dir.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Bytes available to this process on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(|e| {
+        StorageError::io(
+            format!("reading free space of {}", path.display()),
+            e.into(),
+        )
+    })?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Seconds since the Unix epoch, for timestamps stored in metadata.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,87 @@
+//! The event log: the single source for push-up, change feeds, notifications and audit.
+
+use rusqlite::{params, Connection};
+use serde::Serialize;
+
+use super::Metadata;
+use crate::storage::error::Result;
+use crate::storage::fsutil::now_secs;
+
+/// One tag or manifest change.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Event {
+    /// Monotonic sequence number.
+    pub seq: i64,
+    /// Unix seconds when it happened.
+    pub time: i64,
+    /// Repository name.
+    pub repo: String,
+    /// `manifest_put`, `manifest_delete`, `tag_set` or `tag_delete`.
+    pub action: String,
+    /// The tag, for tag events.
+    pub tag: Option<String>,
+    /// The manifest digest concerned.
+    pub digest: String,
+    /// For `tag_set`, the digest the tag pointed at before (a tag move).
+    pub previous: Option<String>,
+    /// Manifest media type, when known.
+    pub media_type: Option<String>,
+    /// Manifest size, when known.
+    pub size: Option<i64>,
+}
+
+/// The fields of an event to append; `seq` and `time` are assigned on insert.
+pub(super) struct NewEvent<'a> {
+    pub repo: &'a str,
+    pub action: &'a str,
+    pub tag: Option<&'a str>,
+    pub digest: &'a str,
+    pub previous: Option<&'a str>,
+    pub media_type: Option<&'a str>,
+    pub size: Option<i64>,
+}
+
+/// Appends an event inside the caller's transaction, so it commits with the change itself.
+pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (time, repo, action, tag, digest, previous, media_type, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        now_secs(),
+        e.repo,
+        e.action,
+        e.tag,
+        e.digest,
+        e.previous,
+        e.media_type,
+        e.size
+    ])?;
+    Ok(())
+}
+
+impl Metadata {
+    /// Events with a sequence number above `after`, oldest first, at most `limit`.
+    pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq, time, repo, action, tag, digest, previous, media_type, size
+                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![after, limit as i64], |r| {
+                Ok(Event {
+                    seq: r.get(0)?,
+                    time: r.get(1)?,
+                    repo: r.get(2)?,
+                    action: r.get(3)?,
+                    tag: r.get(4)?,
+                    digest: r.get(5)?,
+                    previous: r.get(6)?,
+                    media_type: r.get(7)?,
+                    size: r.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}

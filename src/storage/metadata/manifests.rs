@@ -1,0 +1,313 @@
+//! Manifests (byte-exact), tags and referrers.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::events::{append, NewEvent};
+use super::repos::{ensure_repo, linked_size, repo_id};
+use super::Metadata;
+use crate::registry::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::storage::error::{Result, StorageError};
+use crate::storage::fsutil::now_secs;
+
+/// A stored manifest as served to clients.
+#[derive(Debug, Clone)]
+pub struct ManifestRecord {
+    /// Digest of the exact bytes.
+    pub digest: String,
+    /// Media type it was pushed with.
+    pub media_type: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The bytes, when asked for (GET), or `None` (HEAD).
+    pub body: Option<Vec<u8>>,
+}
+
+/// One entry of a referrers response.
+#[derive(Debug, Clone)]
+pub struct Referrer {
+    /// Digest of the referring manifest.
+    pub digest: String,
+    /// Its media type.
+    pub media_type: String,
+    /// Its size.
+    pub size: u64,
+    /// Its artifact type (artifactType, else the config media type).
+    pub artifact_type: Option<String>,
+    /// Its annotations as a JSON object string.
+    pub annotations: Option<String>,
+}
+
+/// Digest a tag points at.
+fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
+            params![repo_id, tag],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+impl Metadata {
+    /// Stores a validated manifest and points `tags` at it, all in one durable transaction.
+    ///
+    /// Every blob the manifest needs must already be linked in the repository; index children
+    /// may be missing (sparse indexes).
+    pub fn put_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        manifest: &ParsedManifest,
+        body: &[u8],
+        tags: &[Tag],
+    ) -> Result<()> {
+        let annotations = match &manifest.annotations {
+            Some(a) if !a.is_empty() => serde_json::to_string(a).ok(),
+            _ => None,
+        };
+        self.write(|tx| {
+            let id = ensure_repo(tx, repo)?;
+            for blob in manifest.required_blobs() {
+                if linked_size(tx, id, &blob.digest)?.is_none() {
+                    return Err(StorageError::ManifestBlobUnknown(blob.digest.clone()));
+                }
+            }
+            let size = body.len() as i64;
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO manifest_content (digest, media_type, body) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![digest.as_str(), manifest.media_type, body])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO manifests
+                     (repo_id, digest, media_type, size, subject, artifact_type, annotations, created)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    id,
+                    digest.as_str(),
+                    manifest.media_type,
+                    size,
+                    manifest.subject.as_ref().map(|s| s.digest.as_str()),
+                    manifest.effective_artifact_type(),
+                    annotations,
+                    now_secs()
+                ])?;
+            if inserted > 0 {
+                let mut refs = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO manifest_refs (repo_id, parent, child, kind)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for blob in manifest.config.iter().chain(manifest.layers.iter()) {
+                    refs.execute(params![id, digest.as_str(), blob.digest.as_str(), "blob"])?;
+                }
+                for child in manifest.child_manifests() {
+                    refs.execute(params![id, digest.as_str(), child.digest.as_str(), "manifest"])?;
+                }
+                append(
+                    tx,
+                    NewEvent {
+                        repo: repo.as_str(),
+                        action: "manifest_put",
+                        tag: None,
+                        digest: digest.as_str(),
+                        previous: None,
+                        media_type: Some(&manifest.media_type),
+                        size: Some(size),
+                    },
+                )?;
+            }
+            for tag in tags {
+                let previous = tag_target(tx, id, tag.as_str())?;
+                if previous.as_deref() == Some(digest.as_str()) {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
+                )?
+                .execute(params![id, tag.as_str(), digest.as_str(), now_secs()])?;
+                append(
+                    tx,
+                    NewEvent {
+                        repo: repo.as_str(),
+                        action: "tag_set",
+                        tag: Some(tag.as_str()),
+                        digest: digest.as_str(),
+                        previous: previous.as_deref(),
+                        media_type: Some(&manifest.media_type),
+                        size: Some(size),
+                    },
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Looks a manifest up by tag or digest; with `with_body` the bytes are read too.
+    pub fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        with_body: bool,
+    ) -> Result<Option<ManifestRecord>> {
+        self.read(|c| {
+            let Some(id) = repo_id(c, repo)? else {
+                return Ok(None);
+            };
+            let digest = match reference {
+                Reference::Digest(d) => d.as_str().to_owned(),
+                Reference::Tag(t) => match tag_target(c, id, t.as_str())? {
+                    Some(d) => d,
+                    None => return Ok(None),
+                },
+            };
+            let sql = if with_body {
+                "SELECT m.media_type, m.size, c.body FROM manifests m
+                 JOIN manifest_content c ON c.digest = m.digest
+                 WHERE m.repo_id = ?1 AND m.digest = ?2"
+            } else {
+                "SELECT media_type, size, NULL FROM manifests WHERE repo_id = ?1 AND digest = ?2"
+            };
+            Ok(c.prepare_cached(sql)?
+                .query_row(params![id, digest], |r| {
+                    Ok(ManifestRecord {
+                        digest: digest.clone(),
+                        media_type: r.get(0)?,
+                        size: r.get::<_, i64>(1)? as u64,
+                        body: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })
+    }
+
+    /// Deletes a manifest and every tag pointing at it.
+    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.write(|tx| {
+            let unknown = || StorageError::ManifestUnknown(digest.to_string());
+            let id = repo_id(tx, repo)?.ok_or_else(unknown)?;
+            let tags: Vec<String> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT name FROM tags WHERE repo_id = ?1 AND digest = ?2")?;
+                let rows = stmt.query_map(params![id, digest.as_str()], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for tag in &tags {
+                delete_tag_row(tx, repo, id, tag, digest.as_str())?;
+            }
+            let n = tx.execute(
+                "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                params![id, digest.as_str()],
+            )?;
+            if n == 0 {
+                return Err(unknown());
+            }
+            tx.execute(
+                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND parent = ?2",
+                params![id, digest.as_str()],
+            )?;
+            // Content shared with other repositories stays; the last reference takes it along.
+            tx.execute(
+                "DELETE FROM manifest_content WHERE digest = ?1
+                 AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
+                [digest.as_str()],
+            )?;
+            append(
+                tx,
+                NewEvent {
+                    repo: repo.as_str(),
+                    action: "manifest_delete",
+                    tag: None,
+                    digest: digest.as_str(),
+                    previous: None,
+                    media_type: None,
+                    size: None,
+                },
+            )
+        })
+    }
+
+    /// Deletes one tag, leaving the manifest in place.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        self.write(|tx| {
+            let unknown = || StorageError::ManifestUnknown(tag.to_string());
+            let id = repo_id(tx, repo)?.ok_or_else(unknown)?;
+            let digest = tag_target(tx, id, tag.as_str())?.ok_or_else(unknown)?;
+            delete_tag_row(tx, repo, id, tag.as_str(), &digest)
+        })
+    }
+
+    /// Tags of a repository in lexical order, after `last`, at most `n`.
+    pub fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Vec<String>> {
+        self.read(|c| {
+            let id = repo_id(c, repo)?.ok_or(StorageError::NameUnknown)?;
+            let mut stmt = c.prepare_cached(
+                "SELECT name FROM tags WHERE repo_id = ?1 AND name > ?2 ORDER BY name LIMIT ?3",
+            )?;
+            let limit = n.map(|n| n as i64).unwrap_or(-1);
+            let rows = stmt.query_map(params![id, last.unwrap_or(""), limit], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
+    pub fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>> {
+        self.read(|c| {
+            let Some(id) = repo_id(c, repo)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT digest, media_type, size, artifact_type, annotations FROM manifests
+                 WHERE repo_id = ?1 AND subject = ?2 AND (?3 IS NULL OR artifact_type = ?3)
+                 ORDER BY created, digest",
+            )?;
+            let rows = stmt.query_map(params![id, subject.as_str(), artifact_type], |r| {
+                Ok(Referrer {
+                    digest: r.get(0)?,
+                    media_type: r.get(1)?,
+                    size: r.get::<_, i64>(2)? as u64,
+                    artifact_type: r.get(3)?,
+                    annotations: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+}
+
+/// Removes a tag row and logs it.
+fn delete_tag_row(
+    tx: &Connection,
+    repo: &RepoName,
+    id: i64,
+    tag: &str,
+    digest: &str,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
+        params![id, tag],
+    )?;
+    append(
+        tx,
+        NewEvent {
+            repo: repo.as_str(),
+            action: "tag_delete",
+            tag: Some(tag),
+            digest,
+            previous: None,
+            media_type: None,
+            size: None,
+        },
+    )
+}

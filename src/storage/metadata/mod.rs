@@ -1,0 +1,117 @@
+//! SQLite metadata (WAL): repositories, blob links, manifests, tags, referrers, uploads, events.
+//!
+//! One writer connection behind a mutex (SQLite allows one writer anyway) and a small pool of
+//! reader connections, which WAL lets run alongside the writer. Every call is synchronous: the
+//! HTTP edge runs them on the blocking pool.
+
+mod events;
+mod manifests;
+mod repos;
+mod schema;
+mod uploads;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use events::Event;
+pub use manifests::{ManifestRecord, Referrer};
+
+use super::error::{Result, StorageError};
+
+/// Readers kept open for reuse; more may be opened under load and are then dropped.
+const READER_POOL: usize = 4;
+
+/// Handle on the metadata database.
+pub struct Metadata {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metadata")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Metadata {
+    /// Opens or creates `registry.db`, checks its integrity and brings its schema up to date.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join("registry.db");
+        let conn = Connection::open(&path)?;
+        configure(&conn)?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(StorageError::Corrupt(format!(
+                "{} failed its integrity check: {check}",
+                path.display()
+            )));
+        }
+        schema::migrate(&conn)?;
+        Ok(Metadata {
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` inside one write transaction, committed (durably) only if `f` succeeds.
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::Corrupt("metadata writer lock poisoned".into()))?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().ok().and_then(|mut p| p.pop());
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.busy_timeout(std::time::Duration::from_secs(5))?;
+                c
+            }
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < READER_POOL {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+
+    /// Flushes the WAL into the main file; called at shutdown so the directory is tidy.
+    pub fn checkpoint(&self) -> Result<()> {
+        let conn = self
+            .writer
+            .lock()
+            .map_err(|_| StorageError::Corrupt("metadata writer lock poisoned".into()))?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+}
+
+/// Durability settings: WAL with full sync, so a commit that returned is on disk.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;",
+    )?;
+    Ok(())
+}

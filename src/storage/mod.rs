@@ -1,0 +1,67 @@
+//! The crash-safe content store: blob files, upload sessions and SQLite metadata.
+//!
+//! Nothing here knows about HTTP. `Store` bundles the parts one data directory holds.
+
+pub mod blobs;
+pub mod error;
+pub mod fsutil;
+pub mod metadata;
+pub mod uploads;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+
+pub use blobs::BlobStore;
+pub use error::{Result, StorageError};
+pub use metadata::Metadata;
+pub use uploads::Uploads;
+
+/// Everything stored under one data directory.
+#[derive(Debug)]
+pub struct Store {
+    /// The data directory itself.
+    pub root: PathBuf,
+    /// Blob files.
+    pub blobs: BlobStore,
+    /// Metadata database.
+    pub meta: Metadata,
+    /// Upload sessions.
+    pub uploads: Uploads,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `data_dir` and tidies what a crash left behind.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        fsutil::create_dir_durable(data_dir)?;
+        check_writable(data_dir)?;
+        let blobs = BlobStore::open(data_dir)?;
+        let meta = Metadata::open(data_dir)?;
+        let uploads = Uploads::open(data_dir)?;
+        let orphans = uploads.remove_orphans(&meta)?;
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "removed unfinished upload files left by a previous run"
+            );
+        }
+        Ok(Store {
+            root: data_dir.to_path_buf(),
+            blobs,
+            meta,
+            uploads,
+        })
+    }
+
+    /// Bytes free on the data directory's filesystem.
+    pub fn free_bytes(&self) -> Result<u64> {
+        fsutil::free_bytes(&self.root)
+    }
+}
+
+/// Fails early, with a clear message, when the data directory cannot be written.
+fn check_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| StorageError::io(format!("writing to data directory {}", dir.display()), e))
+}

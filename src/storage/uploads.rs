@@ -1,0 +1,192 @@
+//! Upload sessions: resumable across restarts, one writer at a time, cleaned up when abandoned.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::blobs::BlobStore;
+use super::error::{Result, StorageError};
+use super::fsutil::{create_dir_durable, now_secs};
+use super::metadata::Metadata;
+use super::writer::BlobWriter;
+use crate::registry::{Algorithm, Digest, RepoName};
+
+/// A session's writer, locked for the duration of one request so chunks cannot interleave.
+pub type SessionHandle = Arc<tokio::sync::Mutex<Option<BlobWriter>>>;
+
+/// Prefix of one-shot (monolithic) upload files, which never outlive their request.
+const ONESHOT_PREFIX: &str = "tmp-";
+
+/// The `uploads/` directory and the sessions currently open in memory.
+#[derive(Debug)]
+pub struct Uploads {
+    dir: PathBuf,
+    open: Mutex<HashMap<String, SessionHandle>>,
+}
+
+impl Uploads {
+    /// Opens the uploads directory.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("uploads");
+        create_dir_durable(&dir)?;
+        Ok(Uploads {
+            dir,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Starts a session for `repo` and returns its id.
+    pub fn start(&self, meta: &Metadata, repo: &RepoName) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let writer = BlobWriter::create(self.path(&id), Algorithm::Sha256)?;
+        if let Err(e) = meta.create_upload(&id, repo) {
+            writer.discard();
+            return Err(e);
+        }
+        self.insert(&id, writer);
+        Ok(id)
+    }
+
+    fn insert(&self, id: &str, writer: BlobWriter) -> SessionHandle {
+        let handle = Arc::new(tokio::sync::Mutex::new(Some(writer)));
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id.to_owned(), handle.clone());
+        }
+        handle
+    }
+
+    /// The session `id` of `repo`, reloaded from disk if the process restarted since.
+    pub fn session(&self, meta: &Metadata, repo: &RepoName, id: &str) -> Result<SessionHandle> {
+        // Ids are UUIDs we made; anything else never reaches the filesystem.
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(StorageError::UploadUnknown);
+        }
+        match meta.upload_repo(id)? {
+            Some(r) if r == repo.as_str() => {}
+            _ => return Err(StorageError::UploadUnknown),
+        }
+        if let Some(h) = self.open.lock().ok().and_then(|o| o.get(id).cloned()) {
+            return Ok(h);
+        }
+        let writer = BlobWriter::reopen(self.path(id)).map_err(|e| match e {
+            StorageError::Io { .. } => StorageError::UploadUnknown,
+            other => other,
+        })?;
+        Ok(self.insert(id, writer))
+    }
+
+    /// Completes a session: verifies the digest, makes the blob durable and links it to `repo`.
+    pub fn finish(
+        &self,
+        meta: &Metadata,
+        blobs: &BlobStore,
+        repo: &RepoName,
+        id: &str,
+        writer: &mut Option<BlobWriter>,
+        expected: &Digest,
+    ) -> Result<u64> {
+        let w = writer.as_mut().ok_or(StorageError::UploadUnknown)?;
+        let size = match w.verify(expected) {
+            Ok(size) => size,
+            Err(e @ StorageError::DigestMismatch { .. }) => {
+                // The bytes can never become the blob the client wants: end the session.
+                self.forget(meta, id, writer);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        blobs.commit(w.path(), expected)?;
+        meta.link_blob(repo, expected, size)?;
+        self.forget(meta, id, writer);
+        Ok(size)
+    }
+
+    /// Cancels a session and deletes its data.
+    pub fn cancel(&self, meta: &Metadata, id: &str, writer: &mut Option<BlobWriter>) {
+        self.forget(meta, id, writer);
+    }
+
+    fn forget(&self, meta: &Metadata, id: &str, writer: &mut Option<BlobWriter>) {
+        if let Some(w) = writer.take() {
+            w.discard();
+        }
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(id);
+        }
+        if let Err(e) = meta.delete_upload(id) {
+            tracing::warn!(upload = id, error = %e, "could not forget upload session");
+        }
+    }
+
+    /// A temporary writer for a one-request (monolithic) upload.
+    pub fn oneshot(&self, algo: Algorithm) -> Result<BlobWriter> {
+        let name = format!("{ONESHOT_PREFIX}{}", uuid::Uuid::new_v4());
+        BlobWriter::create(self.path(&name), algo)
+    }
+
+    /// Verifies a one-shot upload and stores it; the temp file is removed on any failure.
+    pub fn finish_oneshot(
+        &self,
+        meta: &Metadata,
+        blobs: &BlobStore,
+        repo: &RepoName,
+        mut writer: BlobWriter,
+        expected: &Digest,
+    ) -> Result<u64> {
+        let result = writer
+            .verify(expected)
+            .and_then(|size| blobs.commit(writer.path(), expected).map(|_| size))
+            .and_then(|size| meta.link_blob(repo, expected, size).map(|_| size));
+        if result.is_err() {
+            writer.discard();
+        }
+        result
+    }
+
+    /// Removes files no session owns (one-shot leftovers, crashes between file and row).
+    pub fn remove_orphans(&self, meta: &Metadata) -> Result<usize> {
+        let live: std::collections::HashSet<String> = meta.all_uploads()?.into_iter().collect();
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| StorageError::io("listing upload files", e))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !live.contains(&name) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        for id in live {
+            if !self.path(&id).exists() {
+                meta.delete_upload(&id)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes sessions idle for longer than `max_age_secs`; busy ones are left for next time.
+    pub fn expire(&self, meta: &Metadata, max_age_secs: u64) -> Result<usize> {
+        let cutoff = now_secs().saturating_sub(max_age_secs as i64);
+        let mut expired = 0;
+        for id in meta.idle_uploads(cutoff)? {
+            let handle = self.open.lock().ok().and_then(|o| o.get(&id).cloned());
+            match handle {
+                Some(h) => {
+                    if let Ok(mut w) = h.try_lock() {
+                        self.forget(meta, &id, &mut w);
+                        expired += 1;
+                    }
+                }
+                None => {
+                    let _ = std::fs::remove_file(self.path(&id));
+                    meta.delete_upload(&id)?;
+                    expired += 1;
+                }
+            }
+        }
+        Ok(expired)
+    }
+}

@@ -1,0 +1,160 @@
+//! Streams incoming blob bytes to a temporary file while hashing them.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::error::{Result, StorageError};
+use crate::registry::{Algorithm, Digest, DigestHasher};
+
+/// Bytes gathered before one write(2): fewer syscalls without holding much memory.
+const BUFFER: usize = 1 << 20;
+
+/// A temporary blob being written: a file in the data directory plus the running hash.
+#[derive(Debug)]
+pub struct BlobWriter {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Bytes accepted so far (written or buffered).
+    offset: u64,
+    /// Hash of bytes `0..offset`; `None` after a rollback, then recomputed from the file.
+    hasher: Option<DigestHasher>,
+}
+
+impl BlobWriter {
+    /// Creates a new, empty temporary file at `path`.
+    pub fn create(path: PathBuf, algo: Algorithm) -> Result<Self> {
+        let file = OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("creating an upload file", e))?;
+        Ok(BlobWriter {
+            path,
+            file,
+            buf: Vec::new(),
+            offset: 0,
+            hasher: Some(DigestHasher::new(algo)),
+        })
+    }
+
+    /// Reopens an existing upload file (after a restart); the hash is rebuilt when needed.
+    pub fn reopen(path: PathBuf) -> Result<Self> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StorageError::io("reopening an upload file", e))?;
+        let offset = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| StorageError::io("reading an upload's size", e))?;
+        Ok(BlobWriter {
+            path,
+            file,
+            buf: Vec::new(),
+            offset,
+            hasher: None,
+        })
+    }
+
+    /// Where the temporary file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes received so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Accepts the next bytes of the blob.
+    pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(data);
+        }
+        self.offset += data.len() as u64;
+        if self.buf.len() + data.len() > BUFFER && !self.buf.is_empty() {
+            self.flush()?;
+        }
+        if data.len() >= BUFFER {
+            return self
+                .file
+                .write_all(data)
+                .map_err(|e| StorageError::io("writing upload data", e));
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(BUFFER);
+        }
+        self.buf.extend_from_slice(data);
+        Ok(())
+    }
+
+    /// Writes buffered bytes to the file (not yet durable).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let res = self.file.write_all(&self.buf);
+        self.buf.clear();
+        res.map_err(|e| StorageError::io("writing upload data", e))
+    }
+
+    /// Flushes and fsyncs, so the bytes accepted so far survive a power cut.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file
+            .sync_data()
+            .map_err(|e| StorageError::io("syncing upload data", e))
+    }
+
+    /// Drops everything after `offset` (a failed chunk), keeping the upload consistent.
+    pub fn rollback(&mut self, offset: u64) -> Result<()> {
+        self.buf.clear();
+        self.hasher = None;
+        self.offset = offset;
+        self.file
+            .set_len(offset)
+            .and_then(|_| self.file.seek(SeekFrom::Start(offset)).map(|_| ()))
+            .map_err(|e| StorageError::io("truncating a failed upload chunk", e))
+    }
+
+    /// Flushes, fsyncs and checks the content against `expected`; returns the size.
+    pub fn verify(&mut self, expected: &Digest) -> Result<u64> {
+        self.sync()?;
+        let actual = match self.hasher.take() {
+            Some(h) if h.algorithm() == expected.algorithm() => h.finalize(),
+            _ => self.rehash(expected.algorithm())?,
+        };
+        if &actual != expected {
+            return Err(StorageError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(self.offset)
+    }
+
+    /// Hashes the file from the start (after a restart, a rollback or another algorithm).
+    fn rehash(&mut self, algo: Algorithm) -> Result<Digest> {
+        let mut h = DigestHasher::new(algo);
+        let mut f = File::open(&self.path).map_err(|e| StorageError::io("rehashing upload", e))?;
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let n = f
+                .read(&mut chunk)
+                .map_err(|e| StorageError::io("rehashing upload", e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&chunk[..n]);
+        }
+        Ok(h.finalize())
+    }
+
+    /// Deletes the temporary file.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
