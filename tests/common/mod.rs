@@ -1,0 +1,192 @@
+//! Shared harness for whole-process tests: the real binary on a free loopback port.
+#![allow(dead_code)]
+
+pub mod oci;
+pub mod process;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+pub use process::{require, run_bounded, run_ok};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_connected-registry");
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// An HTTP client that never goes through a proxy from the environment.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
+/// A running `connected-registry serve` with its own data directory.
+pub struct Registry {
+    child: Option<Child>,
+    /// Loopback port it listens on.
+    pub port: u16,
+    /// Its data directory.
+    pub data: PathBuf,
+    /// Extra arguments given to every (re)start.
+    pub args: Vec<String>,
+    log: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Registry {
+    /// Starts on a fresh temporary data directory.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts on a fresh temporary data directory with extra `serve` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let tmp = TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let data = tmp.path().join("data");
+        Self::start_at(tmp, data, args)
+    }
+
+    /// Starts with a given data directory (kept alive by `tmp`).
+    pub fn start_at(tmp: TempDir, data: PathBuf, args: &[&str]) -> Self {
+        let log = tmp.path().join("server.log");
+        let mut r = Registry {
+            child: None,
+            port: 0,
+            data,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            log,
+            _tmp: tmp,
+        };
+        r.restart();
+        r
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:5000`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port` as clients write it in image references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The scratch directory owned by this registry (for client data, logs, files).
+    pub fn scratch(&self) -> &Path {
+        self._tmp.path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// (Re)starts the process on a new free port and waits until it answers health checks.
+    pub fn restart(&mut self) {
+        self.stop_hard();
+        for _attempt in 0..5 {
+            self.port = free_port();
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap_or_else(|e| panic!("log file: {e}"));
+            let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+            let child = Command::new(BIN)
+                .arg("serve")
+                .arg("--listen")
+                .arg(self.host())
+                .arg("--data-dir")
+                .arg(&self.data)
+                .arg("--log-level")
+                .arg("Information")
+                .args(&self.args)
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+            self.child = Some(child);
+            if self.wait_ready(Duration::from_secs(30)) {
+                return;
+            }
+            self.stop_hard();
+        }
+        panic!("registry did not start; log:\n{}", self.log());
+    }
+
+    fn wait_ready(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let client = http();
+        let url = format!("{}/acr/v1/_health", self.url());
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return false;
+                }
+            }
+            if let Ok(r) = client.get(&url).send() {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// SIGKILL and reap.
+    pub fn stop_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal, waits up to `limit` for exit and returns the exit code (None if killed).
+    pub fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> Option<i32> {
+        let mut c = self.child.take().unwrap_or_else(|| panic!("not running"));
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("registry ignored SIG{signal} for {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Process id of the running server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop_hard();
+    }
+}
