@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// Optional structured detail.
     pub detail: Option<Value>,
+    /// Extra response headers (e.g. `Content-Range` on 416).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl ApiError {
@@ -28,12 +30,19 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            headers: Vec::new(),
         }
     }
 
     /// Adds structured detail.
     pub fn with_detail(mut self, detail: Value) -> Self {
         self.detail = Some(detail);
+        self
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -79,9 +88,13 @@ impl ResponseError for ApiError {
         if let Some(d) = &self.detail {
             entry["detail"] = d.clone();
         }
-        HttpResponse::build(self.status)
-            .content_type("application/json")
-            .body(json!({ "errors": [entry] }).to_string())
+        let mut r = HttpResponse::build(self.status);
+        r.content_type("application/json")
+            .insert_header(super::v2::API_VERSION_HEADER);
+        for (name, value) in &self.headers {
+            r.insert_header((*name, value.as_str()));
+        }
+        r.body(json!({ "errors": [entry] }).to_string())
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+#[allow(unused_imports)]
 pub use process::{require, run_bounded, run_ok};
 
 /// The binary under test.

@@ -133,6 +133,7 @@ fn parse_range(h: &str, total: u64) -> ApiResult<Option<(u64, u64)>> {
             "BLOB_UNKNOWN",
             format!("range {spec} is outside the blob's {total} bytes"),
         )
+        .with_header("Content-Range", format!("bytes */{total}"))
     };
     let range = match (a.trim(), b.trim()) {
         ("", suffix) => {

@@ -31,8 +31,8 @@ pub async fn dispatch(
         Route::Base if is_get(&m) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body("{}")),
-        Route::Catalog if m == Method::GET => listing::catalog(&req, st, &q).await,
-        Route::Tags(name) if m == Method::GET => listing::tags(&req, st, name, &q).await,
+        Route::Catalog if is_get(&m) => listing::catalog(&req, st, &q).await,
+        Route::Tags(name) if is_get(&m) => listing::tags(&req, st, name, &q).await,
         Route::Manifest(name, r) => match m {
             Method::GET | Method::HEAD => manifests::get(st, name, r, m == Method::GET).await,
             Method::PUT => manifests::put(&req, &mut payload, st, name, r, &q).await,
@@ -54,7 +54,7 @@ pub async fn dispatch(
             Method::DELETE => uploads::cancel(st, name, id).await,
             _ => Err(ApiError::method_not_allowed()),
         },
-        Route::Referrers(name, d) if m == Method::GET => referrers::list(st, name, d, &q).await,
+        Route::Referrers(name, d) if is_get(&m) => referrers::list(st, name, d, &q).await,
         _ => Err(ApiError::method_not_allowed()),
     }?;
     resp.headers_mut().insert(
