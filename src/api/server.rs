@@ -53,6 +53,8 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
             .configure(configure)
     })
+    // Responses are written in pieces; Nagle would hold the tail for a delayed ACK.
+    .tcp_nodelay(true)
     .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
     .bind(settings.listen)
     .map_err(|source| ServeError::Bind {

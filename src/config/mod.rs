@@ -165,8 +165,19 @@ fn read_file(path: &Path) -> Result<FileRoot, ConfigError> {
     })?;
     toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.message().to_owned(),
+        message: locate(&text, &e),
     })
+}
+
+/// One line saying where a TOML error is: `line N (`the line`): message`.
+fn locate(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_owned();
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no} (`{line}`): {}", e.message())
 }
 
 #[cfg(test)]

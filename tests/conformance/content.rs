@@ -26,7 +26,7 @@ fn put_raw(
 
 #[test]
 fn docker_schema2_manifest_and_list_round_trip_byte_exact() {
-    let e = Env::new();
+    let e = Env::start();
     let config = oci::Blob::new(
         DOCKER_CONFIG,
         br#"{"architecture":"amd64","os":"linux"}"#.to_vec(),
@@ -68,7 +68,7 @@ fn docker_schema2_manifest_and_list_round_trip_byte_exact() {
 
 #[test]
 fn oci_index_may_be_sparse_and_put_by_digest_takes_tags() {
-    let e = Env::new();
+    let e = Env::start();
     let amd = oci::image("amd64", b"a");
     let arm = oci::image("arm64", b"b");
     oci::push(&e.c, &e.reg.url(), "i/app", &amd.digest, &amd);
@@ -106,7 +106,7 @@ fn oci_index_may_be_sparse_and_put_by_digest_takes_tags() {
 
 #[test]
 fn invalid_manifests_get_spec_codes_and_store_nothing() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"v");
     let r = put_raw(&e, "v/app", "v1", oci::OCI_MANIFEST, &img.bytes);
     assert_eq!(r.status().as_u16(), 400);
@@ -149,7 +149,7 @@ fn invalid_manifests_get_spec_codes_and_store_nothing() {
 
 #[test]
 fn deletes_of_tags_manifests_and_blobs() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"del");
     oci::push(&e.c, &e.reg.url(), "x/app", "v1", &img);
     oci::push(&e.c, &e.reg.url(), "x/app", "v2", &img);

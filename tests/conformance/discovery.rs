@@ -7,7 +7,7 @@ use crate::{header, Env};
 
 #[test]
 fn tags_list_is_sorted_and_paginated() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"t");
     oci::push(&e.c, &e.reg.url(), "t/app", "seed", &img);
     let mut want: Vec<String> = (0..25).map(|i| format!("v{i}")).collect();
@@ -53,7 +53,7 @@ fn tags_list_is_sorted_and_paginated() {
 
 #[test]
 fn catalog_lists_repositories_with_pagination() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"c");
     let names = ["a/one", "b", "b/two", "c-3"];
     for n in names {
@@ -75,7 +75,7 @@ fn catalog_lists_repositories_with_pagination() {
 
 #[test]
 fn referrers_list_filter_and_subject_header() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"r");
     oci::push(&e.c, &e.reg.url(), "r/app", "v1", &img);
     let empty = e.get(&format!("/v2/r/app/referrers/{}", img.digest));

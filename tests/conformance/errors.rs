@@ -4,7 +4,7 @@ use crate::{error_code, header, Env};
 
 #[test]
 fn hostile_paths_are_rejected_with_json_errors() {
-    let e = Env::new();
+    let e = Env::start();
     let long = "a".repeat(300);
     let cases = [
         "/v2/../../etc/passwd/manifests/latest",
@@ -42,7 +42,7 @@ fn hostile_paths_are_rejected_with_json_errors() {
 
 #[test]
 fn huge_headers_and_bad_methods_do_not_hurt() {
-    let e = Env::new();
+    let e = Env::start();
     let r =
         e.c.get(e.u("/v2/"))
             .header("X-Junk", "j".repeat(256 * 1024))
@@ -76,7 +76,7 @@ fn huge_headers_and_bad_methods_do_not_hurt() {
 
 #[test]
 fn health_reports_version_and_free_disk() {
-    let e = Env::new();
+    let e = Env::start();
     let r = e.get("/acr/v1/_health");
     assert_eq!(r.status().as_u16(), 200);
     let v: serde_json::Value = r.json().unwrap();

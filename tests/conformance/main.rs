@@ -21,7 +21,7 @@ pub struct Env {
 
 impl Env {
     /// Starts a fresh registry.
-    pub fn new() -> Self {
+    pub fn start() -> Self {
         Env {
             reg: common::Registry::start(),
             c: common::http(),

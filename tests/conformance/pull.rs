@@ -5,7 +5,7 @@ use crate::{header, Env};
 
 #[test]
 fn base_endpoint_answers_with_api_version() {
-    let e = Env::new();
+    let e = Env::start();
     let r = e.get("/v2/");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
@@ -18,7 +18,7 @@ fn base_endpoint_answers_with_api_version() {
 
 #[test]
 fn manifests_pull_by_tag_and_digest_with_exact_headers() {
-    let e = Env::new();
+    let e = Env::start();
     let img = oci::image("amd64", b"pull");
     oci::push(&e.c, &e.reg.url(), "p/app", "v1", &img);
     for reference in ["v1", img.digest.as_str()] {
@@ -39,7 +39,7 @@ fn manifests_pull_by_tag_and_digest_with_exact_headers() {
 
 #[test]
 fn blobs_pull_with_head_and_ranges() {
-    let e = Env::new();
+    let e = Env::start();
     let blob = oci::Blob::new(oci::OCI_LAYER, oci::pseudo_random(3 * 1024 * 1024 + 17, 7));
     oci::push_blob(&e.c, &e.reg.url(), "p/blob", &blob);
     let path = format!("/v2/p/blob/blobs/{}", blob.digest);
@@ -73,7 +73,7 @@ fn blobs_pull_with_head_and_ranges() {
 
 #[test]
 fn unknown_content_is_404_with_spec_codes() {
-    let e = Env::new();
+    let e = Env::start();
     let missing = oci::sha256(b"missing");
     let r = e.get(&format!("/v2/nothing/blobs/{missing}"));
     assert_eq!(r.status().as_u16(), 404);

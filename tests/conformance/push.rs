@@ -50,7 +50,7 @@ fn assert_blob(e: &Env, repo: &str, bytes: &[u8]) {
 
 #[test]
 fn monolithic_uploads_post_and_post_put() {
-    let e = Env::new();
+    let e = Env::start();
     let a = oci::Blob::new(oci::OCI_LAYER, oci::pseudo_random(100_000, 1));
     oci::push_blob(&e.c, &e.reg.url(), "up/mono", &a);
     assert_blob(&e, "up/mono", &a.bytes);
@@ -73,7 +73,7 @@ fn monolithic_uploads_post_and_post_put() {
 
 #[test]
 fn streamed_and_chunked_uploads_with_status() {
-    let e = Env::new();
+    let e = Env::start();
     let data = oci::pseudo_random(5 * 1024 * 1024 + 3, 3);
     // Streamed: one PATCH without Content-Range.
     let loc = open(&e, "up/stream");
@@ -120,7 +120,7 @@ fn streamed_and_chunked_uploads_with_status() {
 
 #[test]
 fn out_of_order_and_repeated_chunks_are_416() {
-    let e = Env::new();
+    let e = Env::start();
     let data = oci::pseudo_random(30_000, 4);
     let loc = open(&e, "up/order");
     let r = patch(&e, &loc, &data[10_000..20_000], Some((10_000, 19_999)));
@@ -147,7 +147,7 @@ fn out_of_order_and_repeated_chunks_are_416() {
 
 #[test]
 fn cancel_and_digest_mismatch_leave_nothing_visible() {
-    let e = Env::new();
+    let e = Env::start();
     let loc = open(&e, "up/cancel");
     patch(&e, &loc, b"some bytes", None);
     assert_eq!(e.c.delete(&loc).send().unwrap().status().as_u16(), 204);
@@ -191,7 +191,7 @@ fn cancel_and_digest_mismatch_leave_nothing_visible() {
 
 #[test]
 fn cross_repository_mount() {
-    let e = Env::new();
+    let e = Env::start();
     let blob = oci::Blob::new(oci::OCI_LAYER, oci::pseudo_random(10_000, 5));
     oci::push_blob(&e.c, &e.reg.url(), "src/repo", &blob);
     let r =
@@ -221,7 +221,7 @@ fn cross_repository_mount() {
 
 #[test]
 fn zero_byte_and_sha512_blobs() {
-    let e = Env::new();
+    let e = Env::start();
     let empty = oci::Blob::new(oci::OCI_LAYER, Vec::new());
     oci::push_blob(&e.c, &e.reg.url(), "up/zero", &empty);
     let r = e.get(&format!("/v2/up/zero/blobs/{}", empty.digest));
@@ -248,7 +248,7 @@ fn zero_byte_and_sha512_blobs() {
 
 #[test]
 fn locations_honour_forwarded_headers() {
-    let e = Env::new();
+    let e = Env::start();
     let r =
         e.c.post(e.u("/v2/fw/app/blobs/uploads/"))
             .header("X-Forwarded-Host", "gateway.example:8443")
@@ -264,7 +264,7 @@ fn locations_honour_forwarded_headers() {
 
 #[test]
 fn concurrent_pushes_of_one_blob_store_it_once() {
-    let e = Env::new();
+    let e = Env::start();
     let blob = oci::Blob::new(oci::OCI_LAYER, oci::pseudo_random(2 * 1024 * 1024, 8));
     let base = e.reg.url();
     std::thread::scope(|s| {
