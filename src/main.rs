@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use connected_registry::api::server;
-use connected_registry::config::{logging, Overrides, Settings};
+use connected_registry::config::{self, logging, Overrides, Settings};
 
 /// A connected container registry for the edge.
 #[derive(Parser, Debug)]
@@ -27,7 +27,7 @@ struct ServeArgs {
     /// Address to listen on [default: 0.0.0.0:8080].
     #[arg(long, env = "CONNECTED_REGISTRY_LISTEN")]
     listen: Option<String>,
-    /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data].
+    /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
     #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME")]
     data_dir: Option<PathBuf>,
     /// Optional TOML configuration file.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    let settings = match Settings::resolve(Overrides {
+    let mut settings = match Settings::resolve(Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
         config_file: args.config,
@@ -65,6 +65,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     if let Err(e) = logging::init(settings.log_level.as_deref()) {
         return fail(&e);
+    }
+    if settings.data_dir_is_default {
+        settings.data_dir = config::default_data_dir_for_this_user();
+        tracing::info!(data_dir = %settings.data_dir.display(), "no data directory configured; using the default");
     }
     match actix_web::rt::System::new().block_on(server::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -101,6 +101,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// The config file, for modules that read their own sections of it.
     pub config_file: Option<PathBuf>,
+    /// True when no data directory was configured and the built-in default applies.
+    pub data_dir_is_default: bool,
 }
 
 impl Settings {
@@ -125,12 +127,12 @@ impl Settings {
                 message,
             })?;
         }
+        let configured_dir = o.data_dir.or(file.data_dir);
+        let data_dir_is_default = configured_dir.is_none();
         Ok(Settings {
             listen,
-            data_dir: o
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir: configured_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            data_dir_is_default,
             log_level,
             upload_max_age: duration_setting(
                 "upload_max_age",
@@ -167,6 +169,17 @@ fn read_file(path: &Path) -> Result<FileRoot, ConfigError> {
         path: path.to_owned(),
         message: locate(&text, &e),
     })
+}
+
+/// The data directory to use when none was configured: `/var/acr/data` where it can be created
+/// (a module or a root service), else `./data` for someone trying the registry by hand.
+pub fn default_data_dir_for_this_user() -> PathBuf {
+    let system = PathBuf::from(DEFAULT_DATA_DIR);
+    if std::fs::create_dir_all(&system).is_ok() {
+        system
+    } else {
+        PathBuf::from("data")
+    }
 }
 
 /// One line saying where a TOML error is: `line N (`the line`): message`.
