@@ -8,7 +8,7 @@ pub mod name;
 pub mod reference;
 
 pub use digest::{Algorithm, Digest, DigestHasher};
-pub use error::RegistryError;
+pub use error::{echo, RegistryError};
 pub use manifest::{Descriptor, ManifestKind, ParsedManifest};
 pub use name::{RepoName, Tag};
 pub use reference::Reference;

@@ -17,8 +17,11 @@ fn page(q: &Query) -> ApiResult<(Option<usize>, Option<String>)> {
         None | Some("") => None,
         Some(s) => Some(s.parse::<usize>().map_err(|_| {
             ApiError::bad_request(
-                "UNSUPPORTED",
-                format!("n must be a non-negative number, not '{s}'"),
+                "PAGINATION_NUMBER_INVALID",
+                format!(
+                    "n must be a non-negative number, not '{}'",
+                    crate::registry::echo(s)
+                ),
             )
         })?),
     };
