@@ -10,6 +10,7 @@ pub mod query;
 pub mod route;
 pub mod server;
 mod urls;
+pub mod tls;
 mod v2;
 
 use std::sync::Arc;

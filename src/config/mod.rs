@@ -3,8 +3,10 @@
 //! The TOML file's `[server]` table holds process settings; later sections (`mode`, `[sync]`)
 //! belong to the sync policy and are read by their own modules.
 
+pub mod connection;
 pub mod duration;
 pub mod logging;
+mod mode;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use connection::ConnectionString;
 pub use duration::parse_duration;
+pub use mode::Mode;
 
 /// Listen address when none is configured (the IoT Edge API proxy forwards here).
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
@@ -67,6 +71,30 @@ pub struct Overrides {
     pub upload_max_age: Option<String>,
     /// `--shutdown-timeout`.
     pub shutdown_timeout: Option<String>,
+    /// `--anonymous-pull`.
+    pub anonymous_pull: bool,
+    /// `--insecure-no-auth`.
+    pub insecure_no_auth: bool,
+    /// `ACR_REGISTRY_LOGIN_SERVER`.
+    pub login_server: Option<String>,
+    /// `--mode`.
+    pub mode: Option<String>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `ACR_REGISTRY_CERTIFICATE_VOLUME` (default `/var/acr/certs`).
+    pub certificate_volume: Option<PathBuf>,
+    /// `--tls-listen`.
+    pub tls_listen: Option<String>,
+    /// `--http-enabled`.
+    pub http_enabled: bool,
+    /// `ACR_REGISTRY_CONNECTION_STRING`.
+    pub connection_string: Option<String>,
+    /// `IOTEDGE_PARENTHOSTNAME`.
+    pub parent_hostname: Option<String>,
+    /// `ACR_PARENT_GATEWAY_ENDPOINT`.
+    pub parent_endpoint_override: Option<String>,
 }
 
 /// The `[server]` table of the config file.
@@ -78,12 +106,21 @@ struct ServerSection {
     log_level: Option<String>,
     upload_max_age: Option<String>,
     shutdown_timeout: Option<String>,
+    anonymous_pull: Option<bool>,
+    insecure_no_auth: Option<bool>,
+    login_server: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_listen: Option<String>,
+    http_enabled: Option<bool>,
 }
 
+/// The parts of the file this module reads; `[sync]` and others belong to their own modules.
 #[derive(Debug, Default, Deserialize)]
 struct FileRoot {
     #[serde(default)]
     server: ServerSection,
+    mode: Option<String>,
 }
 
 /// Resolved settings for `serve`.
@@ -103,31 +140,91 @@ pub struct Settings {
     pub config_file: Option<PathBuf>,
     /// True when no data directory was configured and the built-in default applies.
     pub data_dir_is_default: bool,
+    /// Who may do what without credentials, and which host name is ours.
+    pub access: Access,
+    /// ReadOnly or ReadWrite (meaningful only with a parent).
+    pub mode: Mode,
+    /// The parent, when this registry is a child.
+    pub parent: Option<ConnectionString>,
+    /// HTTPS listener, when a certificate is configured.
+    pub tls: Option<TlsSettings>,
+    /// Whether the plain HTTP listener runs (always without TLS; with TLS only when enabled).
+    pub serve_http: bool,
+}
+
+/// Authentication switches.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Unauthenticated clients may pull (ACR's anonymous pull).
+    pub anonymous_pull: bool,
+    /// No authentication at all (trusted labs, benchmarks).
+    pub insecure_no_auth: bool,
+    /// When set, requests addressed to another host are refused.
+    pub login_server: Option<String>,
+}
+
+/// Certificate files and the HTTPS address.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Address the HTTPS listener binds.
+    pub listen: SocketAddr,
+}
+
+impl Settings {
+    /// Whether clients may push and delete here: a root always, a child only in ReadWrite.
+    pub fn writable(&self) -> bool {
+        self.parent.is_none() || self.mode == Mode::ReadWrite
+    }
 }
 
 impl Settings {
     /// Merges overrides, the config file and defaults.
     pub fn resolve(o: Overrides) -> Result<Settings, ConfigError> {
-        let file = match &o.config_file {
-            Some(p) => read_file(p)?.server,
-            None => ServerSection::default(),
+        let root = match &o.config_file {
+            Some(p) => read_file(p)?,
+            None => FileRoot::default(),
         };
+        let file = &root.server;
+        let tls = tls_settings(&o, file)?;
         let listen_s = o
             .listen
-            .or(file.listen)
+            .or(file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
-        let listen = listen_s.parse().map_err(|_| ConfigError::Value {
-            key: "listen",
-            message: format!("'{listen_s}' is not an address like 0.0.0.0:8080"),
-        })?;
-        let log_level = o.log_level.or(file.log_level);
+        let listen = address("listen", &listen_s)?;
+        let log_level = o.log_level.or(file.log_level.clone());
         if let Some(l) = &log_level {
             logging::level_directive(l).map_err(|message| ConfigError::Value {
                 key: "log_level",
                 message,
             })?;
         }
-        let configured_dir = o.data_dir.or(file.data_dir);
+
+        let serve_http = tls.is_none() || o.http_enabled || file.http_enabled.unwrap_or(false);
+        let parent = match o.connection_string.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(cs) => Some(ConnectionString::parse(
+                cs,
+                o.parent_hostname.as_deref(),
+                o.parent_endpoint_override.as_deref(),
+            )?),
+            None => None,
+        };
+        let mode = match o.mode.or(root.mode) {
+            Some(m) => m.parse()?,
+            None => Mode::ReadOnly,
+        };
+        let access = Access {
+            anonymous_pull: o.anonymous_pull || file.anonymous_pull.unwrap_or(false),
+            insecure_no_auth: o.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            login_server: o
+                .login_server
+                .or(file.login_server.clone())
+                .filter(|s| !s.trim().is_empty()),
+        };
+        let configured_dir = o.data_dir.or(file.data_dir.clone());
         let data_dir_is_default = configured_dir.is_none();
         Ok(Settings {
             listen,
@@ -136,17 +233,74 @@ impl Settings {
             log_level,
             upload_max_age: duration_setting(
                 "upload_max_age",
-                o.upload_max_age.or(file.upload_max_age),
+                o.upload_max_age.or(file.upload_max_age.clone()),
                 DEFAULT_UPLOAD_MAX_AGE,
             )?,
             shutdown_timeout: duration_setting(
                 "shutdown_timeout",
-                o.shutdown_timeout.or(file.shutdown_timeout),
+                o.shutdown_timeout.or(file.shutdown_timeout.clone()),
                 DEFAULT_SHUTDOWN_TIMEOUT,
             )?,
             config_file: o.config_file,
+            access,
+            mode,
+            parent,
+            tls,
+            serve_http,
         })
     }
+}
+
+/// Default directory holding `tls.crt` and `tls.key` (ACR's certificate volume).
+pub const DEFAULT_CERTIFICATE_VOLUME: &str = "/var/acr/certs";
+/// HTTPS address when TLS is on and none is configured.
+pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:8443";
+
+fn address(key: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::Value {
+        key,
+        message: format!(
+            "'{}' is not an address like 0.0.0.0:8080",
+            crate::registry::echo(value)
+        ),
+    })
+}
+
+/// Explicit `--tls-cert`/`--tls-key`, else `tls.crt`/`tls.key` in the certificate volume when both
+/// exist, else no TLS.
+fn tls_settings(o: &Overrides, file: &ServerSection) -> Result<Option<TlsSettings>, ConfigError> {
+    let listen_s = o
+        .tls_listen
+        .clone()
+        .or(file.tls_listen.clone())
+        .unwrap_or_else(|| DEFAULT_TLS_LISTEN.to_owned());
+    let cert = o.tls_cert.clone().or(file.tls_cert.clone());
+    let key = o.tls_key.clone().or(file.tls_key.clone());
+    let (cert, key) = match (cert, key) {
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::Value {
+                key: "tls_cert",
+                message: "--tls-cert and --tls-key go together".into(),
+            })
+        }
+        (None, None) => {
+            let dir = o
+                .certificate_volume
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTIFICATE_VOLUME));
+            let (c, k) = (dir.join("tls.crt"), dir.join("tls.key"));
+            if !(c.is_file() && k.is_file()) {
+                return Ok(None);
+            }
+            (c, k)
+        }
+    };
+    Ok(Some(TlsSettings {
+        cert,
+        key,
+        listen: address("tls_listen", &listen_s)?,
+    }))
 }
 
 fn duration_setting(

@@ -1,0 +1,1 @@
+//! HTTPS with rustls: certificate loading and live reload (being written).

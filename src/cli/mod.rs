@@ -1,0 +1,9 @@
+//! Subcommands of the `connected-registry` binary.
+
+pub mod serve;
+
+/// Startup and command errors are one clear line on stderr and a non-zero exit.
+pub fn fail(msg: &str) -> std::process::ExitCode {
+    eprintln!("connected-registry: error: {msg}");
+    std::process::ExitCode::FAILURE
+}

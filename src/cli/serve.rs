@@ -1,0 +1,94 @@
+//! `connected-registry serve`: flags and environment for the registry process.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use connected_registry::api::server;
+use connected_registry::config::{self, logging, Overrides, Settings};
+
+use super::fail;
+
+/// Flags of `serve`; each also reads the environment variable named.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Plain-HTTP address to listen on [default: 0.0.0.0:8080].
+    #[arg(long, env = "CONNECTED_REGISTRY_LISTEN")]
+    listen: Option<String>,
+    /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
+    #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME")]
+    data_dir: Option<PathBuf>,
+    /// Optional TOML configuration file.
+    #[arg(long, env = "CONNECTED_REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Debug, Information, Warning, Error or None (RUST_LOG is used when unset).
+    #[arg(long, env = "CONNECTED_REGISTRY_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Idle upload sessions older than this are deleted (e.g. 24h, 30m, PT1H) [default: 24h].
+    #[arg(long, env = "CONNECTED_REGISTRY_UPLOAD_MAX_AGE")]
+    upload_max_age: Option<String>,
+    /// Time in-flight requests get to finish after SIGTERM [default: 10s].
+    #[arg(long, env = "CONNECTED_REGISTRY_SHUTDOWN_TIMEOUT")]
+    shutdown_timeout: Option<String>,
+    /// Let unauthenticated clients pull (ACR's anonymous pull).
+    #[arg(long, env = "CONNECTED_REGISTRY_ANONYMOUS_PULL")]
+    anonymous_pull: bool,
+    /// Turn authentication off entirely (trusted labs and benchmarks only).
+    #[arg(long, env = "CONNECTED_REGISTRY_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+    /// ReadOnly or ReadWrite; applies when a parent is configured [default: ReadOnly].
+    #[arg(long, env = "CONNECTED_REGISTRY_MODE")]
+    mode: Option<String>,
+    /// PEM certificate chain for HTTPS [default: $ACR_REGISTRY_CERTIFICATE_VOLUME/tls.crt].
+    #[arg(long, env = "CONNECTED_REGISTRY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS [default: $ACR_REGISTRY_CERTIFICATE_VOLUME/tls.key].
+    #[arg(long, env = "CONNECTED_REGISTRY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// HTTPS address to listen on when TLS is configured [default: 0.0.0.0:8443].
+    #[arg(long, env = "CONNECTED_REGISTRY_TLS_LISTEN")]
+    tls_listen: Option<String>,
+    /// Keep serving plain HTTP on --listen when TLS is configured.
+    #[arg(long, env = "CONNECTED_REGISTRY_HTTP_ENABLED")]
+    http_enabled: bool,
+}
+
+/// Resolves settings, starts logging and runs the server until a shutdown signal.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut settings = match Settings::resolve(Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        config_file: args.config,
+        log_level: args.log_level,
+        upload_max_age: args.upload_max_age,
+        shutdown_timeout: args.shutdown_timeout,
+        anonymous_pull: args.anonymous_pull,
+        insecure_no_auth: args.insecure_no_auth,
+        login_server: env("ACR_REGISTRY_LOGIN_SERVER"),
+        mode: args.mode,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        certificate_volume: env("ACR_REGISTRY_CERTIFICATE_VOLUME").map(PathBuf::from),
+        tls_listen: args.tls_listen,
+        http_enabled: args.http_enabled,
+        connection_string: env("ACR_REGISTRY_CONNECTION_STRING"),
+        parent_hostname: env("IOTEDGE_PARENTHOSTNAME"),
+        parent_endpoint_override: env("ACR_PARENT_GATEWAY_ENDPOINT"),
+    }) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = logging::init(settings.log_level.as_deref()) {
+        return fail(&e);
+    }
+    if settings.data_dir_is_default {
+        settings.data_dir = config::default_data_dir_for_this_user();
+        tracing::info!(data_dir = %settings.data_dir.display(), "no data directory configured; using the default");
+    }
+    match actix_web::rt::System::new().block_on(server::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
