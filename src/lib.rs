@@ -4,6 +4,7 @@
 //! holds transport-free OCI semantics, `storage` the crash-safe content store and metadata.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod registry;
 pub mod storage;

@@ -18,11 +18,27 @@ struct Cli {
 enum Command {
     /// Run the registry.
     Serve(cli::serve::ServeArgs),
+    /// Manage scope maps (repository permissions), like `az acr scope-map`.
+    ScopeMap {
+        #[command(flatten)]
+        data: cli::admin::DataDir,
+        #[command(subcommand)]
+        cmd: cli::admin::ScopeMapCmd,
+    },
+    /// Manage tokens (client credentials), like `az acr token`.
+    Token {
+        #[command(flatten)]
+        data: cli::admin::DataDir,
+        #[command(subcommand)]
+        cmd: cli::admin::TokenCmd,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => cli::serve::run(args),
+        Command::ScopeMap { data, cmd } => cli::admin::scope_map(data, cmd),
+        Command::Token { data, cmd } => cli::admin::token(data, cmd),
     }
 }

@@ -129,6 +129,9 @@ impl From<StorageError> for ApiError {
             S::ManifestBlobUnknown(d) => ApiError::bad_request("MANIFEST_BLOB_UNKNOWN", msg)
                 .with_detail(json!({ "digest": d.as_str() })),
             S::Invalid(r) => r.into(),
+            S::AlreadyExists(_) | S::NotFound(_) | S::InUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, "UNKNOWN", msg)
+            }
             S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", msg)

@@ -4,13 +4,15 @@
 //! into a spec-shaped error. Absolute URLs follow the API proxy's forwarded headers.
 
 mod acr;
+pub mod auth;
 pub mod error;
 mod payload;
 pub mod query;
 pub mod route;
 pub mod server;
-mod urls;
 pub mod tls;
+mod token;
+mod urls;
 mod v2;
 
 use std::sync::Arc;
@@ -22,10 +24,13 @@ use crate::storage::{self, Store};
 use error::{ApiError, ApiResult};
 
 /// Shared state of every worker.
-#[derive(Debug)]
 pub struct AppState {
     /// The content store.
     pub store: Arc<Store>,
+    /// Access control.
+    pub auth: Arc<crate::auth::Authenticator>,
+    /// Whether clients may write (a root, or a ReadWrite child).
+    pub writable: bool,
 }
 
 /// Runs storage work on the blocking thread pool so workers keep serving other requests.
@@ -50,5 +55,7 @@ where
 /// Registers every route on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/acr/v1/_health").to(acr::health))
+        .service(web::resource("/acr/oauth2/token").to(token::token))
+        .service(web::resource("/oauth2/token").to(token::token))
         .default_service(web::to(v2::dispatch));
 }

@@ -5,8 +5,12 @@ use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
 
-use super::{configure, AppState};
+use super::{configure, tls, AppState};
+use crate::auth::{admin, Authenticator};
 use crate::config::Settings;
+
+/// How often the server checks for access-control changes.
+const ACCESS_POLL: Duration = Duration::from_secs(2);
 use crate::storage::Store;
 
 /// Why the server could not start or stopped abnormally; printed as one line by `main`.
@@ -28,6 +32,12 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HTTPS certificate or key is unusable (the message names the file and the problem).
+    #[error("HTTPS: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// Access control could not be loaded.
+    #[error("access control: {0}")]
+    Auth(String),
     /// The server failed while running.
     #[error("server error: {0}")]
     Run(std::io::Error),
@@ -35,6 +45,10 @@ pub enum ServeError {
 
 /// Opens the store, serves until a shutdown signal, then closes the database cleanly.
 pub async fn run(settings: Settings) -> Result<(), ServeError> {
+    let tls_config = match &settings.tls {
+        Some(t) => Some((t.listen, tls::server_config(&t.cert, &t.key)?)),
+        None => None,
+    };
     let dir = settings.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
@@ -44,8 +58,11 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
             source,
         })?;
     let store = Arc::new(store);
+    let auth = start_auth(&store, &settings).await?;
     let state = web::Data::new(AppState {
         store: store.clone(),
+        auth: auth.clone(),
+        writable: settings.writable(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -55,26 +72,94 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     })
     // Responses are written in pieces; Nagle would hold the tail for a delayed ACK.
     .tcp_nodelay(true)
-    .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
-    .bind(settings.listen)
-    .map_err(|source| ServeError::Bind {
-        addr: settings.listen.to_string(),
-        source,
-    })?
-    .run();
+    .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
+    let bind_err = |addr: std::net::SocketAddr| {
+        move |source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        }
+    };
+    let mut listeners = Vec::new();
+    let server = if settings.serve_http {
+        listeners.push(format!("http://{}", settings.listen));
+        server
+            .bind(settings.listen)
+            .map_err(bind_err(settings.listen))?
+    } else {
+        server
+    };
+    let server = match tls_config {
+        Some((addr, config)) => {
+            listeners.push(format!("https://{addr}"));
+            server
+                .bind_rustls_0_23(addr, config)
+                .map_err(bind_err(addr))?
+        }
+        None => server,
+    };
+    let server = server.run();
     tracing::info!(
-        listen = %settings.listen,
+        listeners = %listeners.join(" "),
         data_dir = %settings.data_dir.display(),
         version = env!("CARGO_PKG_VERSION"),
         "connected-registry serving"
     );
     let cleaner = actix_web::rt::spawn(clean_uploads(store.clone(), settings.upload_max_age));
+    let watcher = actix_web::rt::spawn(watch_access(auth));
     let result = server.await;
     cleaner.abort();
+    watcher.abort();
     let s = store.clone();
     let _ = tokio::task::spawn_blocking(move || s.meta.checkpoint()).await;
     tracing::info!("connected-registry stopped");
     result.map_err(ServeError::Run)
+}
+
+/// Loads access control, creating the first admin token on a fresh root that requires auth.
+async fn start_auth(
+    store: &Arc<Store>,
+    settings: &Settings,
+) -> Result<Arc<Authenticator>, ServeError> {
+    let s = store.clone();
+    let access = settings.access.clone();
+    let data_dir = settings.data_dir.clone();
+    let make = move || -> Result<Authenticator, crate::auth::AuthError> {
+        let a = Authenticator::new(s.clone(), access.clone())?;
+        if !access.insecure_no_auth && a.token_count() == 0 {
+            if let Some(path) = admin::bootstrap_admin(&s.meta, &data_dir)? {
+                tracing::warn!(
+                    token = "admin",
+                    password_file = %path.display(),
+                    "no tokens existed: created token 'admin' (all actions on all repositories); \
+                     its password was written once to the file named here"
+                );
+                a.reload_if_changed()?;
+            }
+        }
+        Ok(a)
+    };
+    let auth = tokio::task::spawn_blocking(make)
+        .await
+        .map_err(|e| ServeError::Run(std::io::Error::other(e.to_string())))?
+        .map_err(|e| ServeError::Auth(e.to_string()))?;
+    if settings.access.insecure_no_auth {
+        tracing::warn!("--insecure-no-auth: authentication is OFF, anyone who can connect may push, pull and delete");
+    }
+    Ok(Arc::new(auth))
+}
+
+/// Notices token and scope-map changes made by management commands (also in other processes).
+async fn watch_access(auth: Arc<Authenticator>) {
+    let mut tick = tokio::time::interval(ACCESS_POLL);
+    loop {
+        tick.tick().await;
+        let a = auth.clone();
+        match tokio::task::spawn_blocking(move || a.reload_if_changed()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not reload access control"),
+            Err(e) => tracing::warn!(error = %e, "access watcher failed"),
+        }
+    }
 }
 
 /// Periodically removes upload sessions idle for longer than `max_age`.

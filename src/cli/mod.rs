@@ -1,5 +1,6 @@
 //! Subcommands of the `connected-registry` binary.
 
+pub mod admin;
 pub mod serve;
 
 /// Startup and command errors are one clear line on stderr and a non-zero exit.

@@ -204,7 +204,11 @@ impl Settings {
         }
 
         let serve_http = tls.is_none() || o.http_enabled || file.http_enabled.unwrap_or(false);
-        let parent = match o.connection_string.as_deref().filter(|s| !s.trim().is_empty()) {
+        let parent = match o
+            .connection_string
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             Some(cs) => Some(ConnectionString::parse(
                 cs,
                 o.parent_hostname.as_deref(),

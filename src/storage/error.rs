@@ -51,6 +51,15 @@ pub enum StorageError {
     /// A manifest references blobs this repository does not have.
     #[error("manifest references a blob unknown to this repository: {0}")]
     ManifestBlobUnknown(Digest),
+    /// A named access-control record (token, scope map) already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A named access-control record does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A record cannot be deleted while others refer to it.
+    #[error("{0}")]
+    InUse(String),
     /// The request is well-formed but its content is not (bad digest, name, manifest).
     #[error(transparent)]
     Invalid(#[from] RegistryError),

@@ -61,14 +61,30 @@ impl Registry {
         Self::start_at(tmp, data, args)
     }
 
-    /// Starts with a given data directory (kept alive by `tmp`).
+    /// Starts with authentication on (no `--insecure-no-auth`), on a fresh data directory.
+    pub fn start_authenticated(args: &[&str]) -> Self {
+        let tmp = TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let data = tmp.path().join("data");
+        Self::launch(tmp, data, args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Starts with a given data directory (kept alive by `tmp`); protocol and client tests run
+    /// without authentication unless they start with `start_authenticated`.
     pub fn start_at(tmp: TempDir, data: PathBuf, args: &[&str]) -> Self {
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if !args.iter().any(|a| a == "--insecure-no-auth") {
+            args.push("--insecure-no-auth".into());
+        }
+        Self::launch(tmp, data, args)
+    }
+
+    fn launch(tmp: TempDir, data: PathBuf, args: Vec<String>) -> Self {
         let log = tmp.path().join("server.log");
         let mut r = Registry {
             child: None,
             port: 0,
             data,
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args,
             log,
             _tmp: tmp,
         };

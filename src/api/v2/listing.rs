@@ -72,10 +72,17 @@ pub async fn catalog(
     _req: &HttpRequest,
     state: &web::Data<AppState>,
     q: &Query,
+    visible: impl Fn(&str) -> bool + Send + 'static,
 ) -> ApiResult<HttpResponse> {
     let (n, last) = page(q)?;
+    // Filtering happens before paging, so a page is never short because of hidden names.
     let items = blocking(&state.store, move |s| {
-        s.meta.catalog(n.map(|n| n + 1), last.as_deref())
+        let all = s.meta.catalog(None, last.as_deref())?;
+        let mut shown: Vec<String> = all.into_iter().filter(|r| visible(r)).collect();
+        if let Some(n) = n {
+            shown.truncate(n + 1);
+        }
+        Ok(shown)
     })
     .await?;
     let (repos, link) = paginate(items, n, "/v2/_catalog");

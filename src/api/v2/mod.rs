@@ -9,10 +9,12 @@ mod uploads;
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::auth;
 use super::error::{ApiError, ApiResult};
 use super::query::Query;
 use super::route::{self, Route};
 use super::AppState;
+use crate::auth::Action;
 
 /// Header every distribution API response carries.
 pub const API_VERSION_HEADER: (&str, &str) = ("Docker-Distribution-API-Version", "registry/2.0");
@@ -27,11 +29,18 @@ pub async fn dispatch(
     let q = Query::parse(req.query_string());
     let m = req.method().clone();
     let st = &state;
+    let need = auth::need(&route, &m);
+    let principal = auth::authorize(&req, &state.auth, state.writable, need.as_ref()).await?;
+    let gate = state.auth.clone();
     let mut resp = match route {
         Route::Base if is_get(&m) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body("{}")),
-        Route::Catalog if is_get(&m) => listing::catalog(&req, st, &q).await,
+        Route::Catalog if is_get(&m) => {
+            let p = principal.clone();
+            let visible = move |r: &str| gate.allowed(&p, r).has(Action::MetadataRead);
+            listing::catalog(&req, st, &q, visible).await
+        }
         Route::Tags(name) if is_get(&m) => listing::tags(&req, st, name, &q).await,
         Route::Manifest(name, r) => match m {
             Method::GET | Method::HEAD => manifests::get(st, name, r, m == Method::GET).await,
@@ -45,7 +54,11 @@ pub async fn dispatch(
             _ => Err(ApiError::method_not_allowed()),
         },
         Route::UploadStart(name) if m == Method::POST => {
-            uploads::start(&req, &mut payload, st, name, &q).await
+            // Mounting reads the source repository: without that right, upload instead.
+            let may_mount = q
+                .get("from")
+                .is_some_and(|f| gate.allowed(&principal, f).has(Action::ContentRead));
+            uploads::start(&req, &mut payload, st, name, &q, may_mount).await
         }
         Route::Upload(name, id) => match m {
             Method::GET => uploads::status(&req, st, name, id).await,

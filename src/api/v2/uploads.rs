@@ -54,8 +54,9 @@ pub async fn start(
     state: &web::Data<AppState>,
     name: RepoName,
     q: &Query,
+    may_mount: bool,
 ) -> ApiResult<HttpResponse> {
-    if let (Some(mount), Some(from)) = (q.get("mount"), q.get("from")) {
+    if let (Some(mount), Some(from), true) = (q.get("mount"), q.get("from"), may_mount) {
         let digest: Digest = mount.parse()?;
         // A bad `from` just means no mount: the client then uploads as usual.
         if let Ok(from) = RepoName::parse(from) {

@@ -4,6 +4,7 @@
 //! reader connections, which WAL lets run alongside the writer. Every call is synchronous: the
 //! HTTP edge runs them on the blocking pool.
 
+mod access;
 mod events;
 mod manifests;
 mod repos;
@@ -15,6 +16,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use access::{AccessRows, ScopeMapRow, TokenRow};
 pub use events::Event;
 pub use manifests::{ManifestRecord, Referrer};
 

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -76,18 +76,61 @@ CREATE TABLE events (
 );
 ";
 
-/// Creates or upgrades the schema; refuses a database written by a newer build.
+/// Version 2: access control (scope maps, tokens) and a generation counter that every change
+/// bumps, so running servers notice changes made by the management commands.
+const V2: &str = "
+CREATE TABLE scope_maps (
+    name        TEXT PRIMARY KEY,
+    description TEXT,
+    actions     TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    updated     INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    name      TEXT PRIMARY KEY,
+    scope_map TEXT NOT NULL REFERENCES scope_maps(name),
+    status    TEXT NOT NULL,
+    passwords TEXT NOT NULL,
+    created   INTEGER NOT NULL,
+    updated   INTEGER NOT NULL
+);
+CREATE TABLE access_generation (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO access_generation (id, value) VALUES (1, 0);
+";
+
+/// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
+const STEPS: [&str; 2] = [V1, V2];
+
+/// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
+/// the version inside its own write transaction, so two processes opening a fresh data directory
+/// at once (server and a management command) cannot both apply it.
 pub fn migrate(conn: &Connection) -> Result<()> {
-    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if current > VERSION {
-        return Err(StorageError::Corrupt(format!(
-            "database schema version {current} is newer than this build understands ({VERSION})"
-        )));
-    }
-    if current < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
-        ))?;
+    for (i, step) in STEPS.iter().enumerate() {
+        let target = i as i64 + 1;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = (|| -> Result<()> {
+            let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if current > VERSION {
+                return Err(StorageError::Corrupt(format!(
+                    "database schema version {current} is newer than this build understands ({VERSION})"
+                )));
+            }
+            if current < target {
+                conn.execute_batch(step)?;
+                conn.execute_batch(&format!("PRAGMA user_version = {target}"))?;
+            }
+            Ok(())
+        })();
+        match applied {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,318 @@
+//! Management operations behind `connected-registry scope-map …` and `token …`, with ACR's JSON
+//! shapes so existing `az acr` scripts translate one-to-one.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::model::{Action, Grant, ScopeMap, ALL_ACTIONS};
+use super::snapshot::scope_map_from_row;
+use super::token::{parse_status, status_str, PasswordSlot, Token, SLOTS};
+use super::{password, AuthError};
+use crate::storage::fsutil::now_secs;
+use crate::storage::metadata::{Metadata, ScopeMapRow};
+
+/// RFC 3339 time (UTC, seconds) of Unix seconds.
+pub fn rfc3339(secs: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parses `REPO ACTION [ACTION…]` groups into grants.
+pub fn grants(groups: &[Vec<String>]) -> Result<Vec<Grant>, AuthError> {
+    groups
+        .iter()
+        .map(|g| {
+            let (repo, actions) = g
+                .split_first()
+                .ok_or_else(|| AuthError::Invalid("--repository needs REPO ACTION…".into()))?;
+            if actions.is_empty() {
+                return Err(AuthError::Invalid(format!(
+                    "no actions given for repository '{repo}'"
+                )));
+            }
+            super::model::RepoPattern::parse(repo)?;
+            let mut actions = actions
+                .iter()
+                .map(|a| a.parse())
+                .collect::<Result<Vec<Action>, _>>()?;
+            actions.sort();
+            actions.dedup();
+            Ok(Grant {
+                repository: repo.clone(),
+                actions,
+            })
+        })
+        .collect()
+}
+
+/// ACR's view of a scope map.
+pub fn scope_map_json(m: &ScopeMap, created: i64) -> Value {
+    let actions: Vec<String> = m
+        .grants
+        .iter()
+        .flat_map(|g| {
+            g.actions
+                .iter()
+                .map(move |a| format!("repositories/{}/{}", g.repository, a))
+        })
+        .collect();
+    json!({
+        "name": m.name,
+        "description": m.description,
+        "actions": actions,
+        "creationDate": rfc3339(created),
+        "type": "Microsoft.ContainerRegistry/registries/scopeMaps",
+    })
+}
+
+fn merge(mut into: Vec<Grant>, add: Vec<Grant>) -> Vec<Grant> {
+    for g in add {
+        match into.iter_mut().find(|x| x.repository == g.repository) {
+            Some(x) => {
+                x.actions.extend(g.actions);
+                x.actions.sort();
+                x.actions.dedup();
+            }
+            None => into.push(g),
+        }
+    }
+    into
+}
+
+fn subtract(into: Vec<Grant>, remove: Vec<Grant>) -> Vec<Grant> {
+    into.into_iter()
+        .filter_map(|mut x| {
+            if let Some(r) = remove.iter().find(|r| r.repository == x.repository) {
+                x.actions.retain(|a| !r.actions.contains(a));
+            }
+            (!x.actions.is_empty()).then_some(x)
+        })
+        .collect()
+}
+
+fn store_map(
+    meta: &Metadata,
+    m: &ScopeMap,
+    created: i64,
+    create: bool,
+) -> Result<Value, AuthError> {
+    let row = ScopeMapRow {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        actions: serde_json::to_string(&m.grants)
+            .map_err(|e| AuthError::Internal(e.to_string()))?,
+        created,
+        updated: created,
+    };
+    meta.put_scope_map(&row, create)?;
+    Ok(scope_map_json(m, created))
+}
+
+/// `scope-map create`.
+pub fn create_scope_map(
+    meta: &Metadata,
+    name: &str,
+    groups: &[Vec<String>],
+    description: Option<String>,
+) -> Result<Value, AuthError> {
+    let m = ScopeMap::new(name, description, grants(groups)?)?;
+    store_map(meta, &m, now_secs(), true)
+}
+
+/// `scope-map update`.
+pub fn update_scope_map(
+    meta: &Metadata,
+    name: &str,
+    add: &[Vec<String>],
+    remove: &[Vec<String>],
+    description: Option<String>,
+) -> Result<Value, AuthError> {
+    let row = meta
+        .scope_map(name)?
+        .ok_or_else(|| AuthError::Invalid(format!("scope map '{name}' not found")))?;
+    let old = scope_map_from_row(&row)?;
+    let updated = subtract(merge(old.grants, grants(add)?), grants(remove)?);
+    let m = ScopeMap::new(name, description.or(old.description), updated)?;
+    store_map(meta, &m, row.created, false)
+}
+
+/// `scope-map show`.
+pub fn show_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+    let row = meta
+        .scope_map(name)?
+        .ok_or_else(|| AuthError::Invalid(format!("scope map '{name}' not found")))?;
+    Ok(scope_map_json(&scope_map_from_row(&row)?, row.created))
+}
+
+/// `scope-map list`.
+pub fn list_scope_maps(meta: &Metadata) -> Result<Value, AuthError> {
+    let rows = meta.access_rows()?;
+    let out: Result<Vec<Value>, AuthError> = rows
+        .scope_maps
+        .iter()
+        .map(|r| Ok(scope_map_json(&scope_map_from_row(r)?, r.created)))
+        .collect();
+    Ok(Value::Array(out?))
+}
+
+/// ACR's view of a token; `secrets` holds freshly generated passwords to print once.
+pub fn token_json(t: &Token, secrets: &[(String, String)]) -> Value {
+    let passwords: Vec<Value> = t
+        .passwords
+        .iter()
+        .map(|p| {
+            let value = secrets
+                .iter()
+                .find(|(n, _)| *n == p.name)
+                .map(|(_, v)| v.clone());
+            json!({
+                "name": p.name,
+                "value": value,
+                "creationTime": rfc3339(p.created),
+                "expiry": p.expiry.map(rfc3339),
+            })
+        })
+        .collect();
+    json!({
+        "name": t.name,
+        "status": status_str(t.enabled),
+        "scopeMap": t.scope_map,
+        "creationDate": rfc3339(t.created),
+        "credentials": {"username": t.name, "passwords": passwords, "certificates": []},
+        "type": "Microsoft.ContainerRegistry/registries/tokens",
+    })
+}
+
+fn expiry(days: Option<u32>, now: i64) -> Option<i64> {
+    days.map(|d| now + i64::from(d) * 86_400)
+}
+
+fn new_slot(name: &str, days: Option<u32>) -> Result<(PasswordSlot, String), AuthError> {
+    let secret = password::generate()?;
+    let now = now_secs();
+    let slot = PasswordSlot {
+        name: name.to_owned(),
+        hash: password::hash(&secret)?,
+        created: now,
+        expiry: expiry(days, now),
+    };
+    Ok((slot, secret))
+}
+
+/// `token create`: both passwords generated and returned once.
+pub fn create_token(
+    meta: &Metadata,
+    name: &str,
+    scope_map: &str,
+    days: Option<u32>,
+    status: Option<&str>,
+) -> Result<Value, AuthError> {
+    let enabled = status.map(parse_status).transpose()?.unwrap_or(true);
+    let mut t = Token {
+        name: name.to_owned(),
+        scope_map: scope_map.to_owned(),
+        enabled,
+        passwords: Vec::new(),
+        created: now_secs(),
+    };
+    let mut secrets = Vec::new();
+    for slot in SLOTS {
+        let (s, secret) = new_slot(slot, days)?;
+        t.set_slot(s);
+        secrets.push((slot.to_owned(), secret));
+    }
+    meta.put_token(&t.to_row()?, true)?;
+    Ok(token_json(&t, &secrets))
+}
+
+fn load_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
+    let row = meta
+        .token(name)?
+        .ok_or_else(|| AuthError::Invalid(format!("token '{name}' not found")))?;
+    Token::from_row(&row)
+}
+
+/// `token update`: scope map and/or status.
+pub fn update_token(
+    meta: &Metadata,
+    name: &str,
+    scope_map: Option<&str>,
+    status: Option<&str>,
+) -> Result<Value, AuthError> {
+    let mut t = load_token(meta, name)?;
+    if let Some(m) = scope_map {
+        t.scope_map = m.to_owned();
+    }
+    if let Some(s) = status {
+        t.enabled = parse_status(s)?;
+    }
+    meta.put_token(&t.to_row()?, false)?;
+    Ok(token_json(&t, &[]))
+}
+
+/// `token credential generate`: regenerates one or both passwords; the others keep working.
+pub fn generate_credential(
+    meta: &Metadata,
+    name: &str,
+    slots: &[&str],
+    days: Option<u32>,
+) -> Result<Value, AuthError> {
+    let mut t = load_token(meta, name)?;
+    let mut secrets = Vec::new();
+    for slot in slots {
+        let (s, secret) = new_slot(slot, days)?;
+        t.set_slot(s);
+        secrets.push((slot.to_string(), secret));
+    }
+    meta.put_token(&t.to_row()?, false)?;
+    Ok(token_json(&t, &secrets))
+}
+
+/// `token show`.
+pub fn show_token(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+    Ok(token_json(&load_token(meta, name)?, &[]))
+}
+
+/// `token list`.
+pub fn list_tokens(meta: &Metadata) -> Result<Value, AuthError> {
+    let rows = meta.access_rows()?;
+    let out: Result<Vec<Value>, AuthError> = rows
+        .tokens
+        .iter()
+        .map(|r| Ok(token_json(&Token::from_row(r)?, &[])))
+        .collect();
+    Ok(Value::Array(out?))
+}
+
+/// Creates the `admin` scope map (everything) and token on a fresh root with no tokens, writing
+/// password1 once to a 0600 file. Returns the file's path when it did.
+pub fn bootstrap_admin(
+    meta: &Metadata,
+    data_dir: &std::path::Path,
+) -> Result<Option<std::path::PathBuf>, AuthError> {
+    if !meta.access_rows()?.tokens.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join("admin-password");
+    if meta.scope_map("admin")?.is_none() {
+        let all: Vec<String> = std::iter::once("*".to_owned())
+            .chain(ALL_ACTIONS.iter().map(|a| a.to_string()))
+            .collect();
+        create_scope_map(
+            meta,
+            "admin",
+            &[all],
+            Some("Everything on every repository (created at first start)".into()),
+        )?;
+    }
+    let created = create_token(meta, "admin", "admin", None, None)?;
+    let secret = created["credentials"]["passwords"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let _ = std::fs::remove_file(&path);
+    super::bearer::write_private(&path, format!("{secret}\n").as_bytes())
+        .map_err(|e| AuthError::Internal(format!("{}: {e}", path.display())))?;
+    Ok(Some(path))
+}
