@@ -44,6 +44,8 @@ pub struct Registry {
     pub data: PathBuf,
     /// Extra arguments given to every (re)start.
     pub args: Vec<String>,
+    /// Extra environment variables given to every (re)start.
+    pub env: Vec<(String, String)>,
     log: PathBuf,
     _tmp: TempDir,
 }
@@ -63,9 +65,18 @@ impl Registry {
 
     /// Starts with authentication on (no `--insecure-no-auth`), on a fresh data directory.
     pub fn start_authenticated(args: &[&str]) -> Self {
+        Self::start_authenticated_env(args, &[])
+    }
+
+    /// Like `start_authenticated`, with extra environment variables.
+    pub fn start_authenticated_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let data = tmp.path().join("data");
-        Self::launch(tmp, data, args.iter().map(|s| s.to_string()).collect())
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::launch(tmp, data, args.iter().map(|s| s.to_string()).collect(), env)
     }
 
     /// Starts with a given data directory (kept alive by `tmp`); protocol and client tests run
@@ -75,16 +86,17 @@ impl Registry {
         if !args.iter().any(|a| a == "--insecure-no-auth") {
             args.push("--insecure-no-auth".into());
         }
-        Self::launch(tmp, data, args)
+        Self::launch(tmp, data, args, Vec::new())
     }
 
-    fn launch(tmp: TempDir, data: PathBuf, args: Vec<String>) -> Self {
+    fn launch(tmp: TempDir, data: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let log = tmp.path().join("server.log");
         let mut r = Registry {
             child: None,
             port: 0,
             data,
             args,
+            env,
             log,
             _tmp: tmp,
         };
@@ -132,6 +144,7 @@ impl Registry {
                 .arg("--log-level")
                 .arg("Information")
                 .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(log)
@@ -194,6 +207,31 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Runs a management subcommand (`token …`, `scope-map …`) on this data directory; returns
+    /// its JSON output.
+    pub fn admin(&self, args: &[&str]) -> serde_json::Value {
+        let out = run_ok(
+            Command::new(BIN)
+                .args(args)
+                .arg("--data-dir")
+                .arg(&self.data),
+            Duration::from_secs(60),
+        );
+        if out.trim().is_empty() {
+            return serde_json::Value::Null;
+        }
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{args:?} printed non-JSON ({e}): {out}"))
+    }
+
+    /// The first-start admin password.
+    pub fn admin_password(&self) -> String {
+        fs::read_to_string(self.data.join("admin-password"))
+            .unwrap_or_else(|e| panic!("admin-password: {e}"))
+            .trim()
+            .to_owned()
     }
 
     /// Process id of the running server.
