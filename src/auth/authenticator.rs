@@ -105,6 +105,7 @@ impl Authenticator {
     fn reload(&self) -> Result<(), AuthError> {
         let rows = self.store.meta.access_rows()?;
         let snap = Snapshot::from_rows(&rows);
+        log_changes(&self.snapshot(), &snap);
         tracing::info!(
             tokens = snap.tokens.len(),
             scope_maps = snap.maps.len(),
@@ -375,6 +376,36 @@ impl Authenticator {
             issued_at: now,
             refresh_token,
         })
+    }
+}
+
+/// Logs which tokens and scope maps a change touched (names only; hashes and passwords never).
+fn log_changes(old: &Snapshot, new: &Snapshot) {
+    if old.generation == 0 && old.tokens.is_empty() && old.maps.is_empty() {
+        return;
+    }
+    for (name, t) in &new.tokens {
+        match old.tokens.get(name) {
+            None => tracing::info!(token = %name, scope_map = %t.scope_map, "token created"),
+            Some(o) if o != t => tracing::info!(
+                token = %name,
+                scope_map = %t.scope_map,
+                enabled = t.enabled,
+                "token changed"
+            ),
+            Some(_) => {}
+        }
+    }
+    for name in old.tokens.keys().filter(|n| !new.tokens.contains_key(*n)) {
+        tracing::info!(token = %name, "token deleted");
+    }
+    for (name, m) in &new.maps {
+        if old.maps.get(name) != Some(m) {
+            tracing::info!(scope_map = %name, "scope map created or changed");
+        }
+    }
+    for name in old.maps.keys().filter(|n| !new.maps.contains_key(*n)) {
+        tracing::info!(scope_map = %name, "scope map deleted");
     }
 }
 
