@@ -1,7 +1,5 @@
 //! Every endpoint class × every permission set × both modes × every kind of credential.
 
-use std::time::Duration;
-
 use reqwest::Method;
 
 use crate::common::{self, oci};
@@ -328,7 +326,11 @@ fn every_endpoint_permission_mode_and_credential() {
     reg.args
         .extend(["--mode".to_string(), "ReadOnly".to_string()]);
     reg.restart();
-    std::thread::sleep(Duration::from_millis(100));
-    let passwords: Vec<(String, String)> = passwords;
     run_table(&reg, true, &passwords, &dead);
+
+    // A ReadWrite child behaves like a root.
+    let n = reg.args.len();
+    reg.args[n - 1] = "ReadWrite".into();
+    reg.restart();
+    run_table(&reg, false, &passwords, &dead);
 }
