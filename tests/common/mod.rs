@@ -1,6 +1,7 @@
 //! Shared harness for whole-process tests: the real binary on a free loopback port.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod oci;
 pub mod process;
 
