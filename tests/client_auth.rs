@@ -31,7 +31,7 @@ fn registry_with_tokens() -> (Registry, String, String) {
         args.extend(actions);
         reg.admin(&args);
     }
-    let mut password = |name: &str, map: &str| {
+    let password = |name: &str, map: &str| {
         let t = reg.admin(&["token", "create", "--name", name, "--scope-map", map]);
         let pw = t["credentials"]["passwords"][0]["value"].as_str();
         pw.unwrap_or_else(|| panic!("no password in {t}"))
