@@ -8,3 +8,4 @@ pub mod auth;
 pub mod config;
 pub mod registry;
 pub mod storage;
+pub mod sync;

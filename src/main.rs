@@ -32,6 +32,18 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::admin::TokenCmd,
     },
+    /// Sync with the parent (`sync now`).
+    Sync {
+        #[command(flatten)]
+        data: cli::admin::DataDir,
+        #[command(subcommand)]
+        cmd: cli::sync::SyncCmd,
+    },
+    /// Show the sync status the running registry last saved.
+    Status {
+        #[command(flatten)]
+        data: cli::admin::DataDir,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,5 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(args),
         Command::ScopeMap { data, cmd } => cli::admin::scope_map(data, cmd),
         Command::Token { data, cmd } => cli::admin::token(data, cmd),
+        Command::Sync { data, cmd } => cli::sync::sync(data, cmd),
+        Command::Status { data } => cli::sync::status(data),
     }
 }

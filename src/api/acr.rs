@@ -1,9 +1,11 @@
-//! `/acr/v1/...`: liveness/readiness now; status and the control plane later.
+//! `/acr/v1/...`: liveness/readiness, sync status and the manual sync trigger.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::error::ApiResult;
+use super::auth::{self, Need};
+use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
 
 /// `GET /acr/v1/_health`: 200 with the version and free disk space while the store is usable.
@@ -14,4 +16,38 @@ pub async fn health(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
         "version": env!("CARGO_PKG_VERSION"),
         "freeDiskBytes": free,
     })))
+}
+
+/// `GET /acr/v1/status`: connection state, last sync, details and per-repository progress.
+pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
+    Ok(match &state.sync {
+        Some(s) => HttpResponse::Ok().json(s.status.report()),
+        None => HttpResponse::Ok().json(json!({
+            "connectionState": "Online",
+            "mode": "ReadWrite",
+            "parent": null,
+            "lastSyncTime": null,
+            "statusDetails": [],
+            "repositories": [],
+        })),
+    })
+}
+
+/// `POST /acr/v1/sync`: start a sync now (202); a root has nothing to sync from (400).
+pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    if req.method() != actix_web::http::Method::POST {
+        return Err(ApiError::method_not_allowed());
+    }
+    auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
+    match &state.sync {
+        Some(s) => {
+            s.request_sync();
+            Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({"sync": "requested"})))
+        }
+        None => Err(ApiError::bad_request(
+            "UNSUPPORTED",
+            "this registry has no parent to sync from",
+        )),
+    }
 }

@@ -15,6 +15,7 @@ mod token;
 mod urls;
 mod v2;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -29,8 +30,17 @@ pub struct AppState {
     pub store: Arc<Store>,
     /// Access control.
     pub auth: Arc<crate::auth::Authenticator>,
-    /// Whether clients may write (a root, or a ReadWrite child).
-    pub writable: bool,
+    /// Whether clients may write (a root, or a ReadWrite child); follows policy changes.
+    pub writable: Arc<AtomicBool>,
+    /// Sync with the parent, when this registry is a child.
+    pub sync: Option<Arc<crate::sync::SyncService>>,
+}
+
+impl AppState {
+    /// Whether clients may write now.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
+    }
 }
 
 /// Runs storage work on the blocking thread pool so workers keep serving other requests.
@@ -55,6 +65,8 @@ where
 /// Registers every route on an actix app.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/acr/v1/_health").to(acr::health))
+        .service(web::resource("/acr/v1/status").route(web::get().to(acr::status)))
+        .service(web::resource("/acr/v1/sync").to(acr::sync))
         .service(web::resource("/acr/oauth2/token").to(token::token))
         .service(web::resource("/oauth2/token").to(token::token))
         .default_service(web::to(v2::dispatch));

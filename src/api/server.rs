@@ -1,5 +1,6 @@
 //! Starts the HTTP server on an opened store and runs it until SIGTERM/SIGINT.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use actix_web::{middleware, web, App, HttpServer};
 use super::{configure, tls, AppState};
 use crate::auth::{admin, Authenticator};
 use crate::config::Settings;
+use crate::sync::SyncService;
 
 /// How often the server checks for access-control changes.
 const ACCESS_POLL: Duration = Duration::from_secs(2);
@@ -35,6 +37,9 @@ pub enum ServeError {
     /// The HTTPS certificate or key is unusable (the message names the file and the problem).
     #[error("HTTPS: {0}")]
     Tls(#[from] tls::TlsError),
+    /// Sync could not start (policy file, parent client).
+    #[error("sync: {0}")]
+    Sync(String),
     /// Access control could not be loaded.
     #[error("access control: {0}")]
     Auth(String),
@@ -59,10 +64,30 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         })?;
     let store = Arc::new(store);
     let auth = start_auth(&store, &settings).await?;
+    let sync = match &settings.parent {
+        Some(conn) => {
+            let mode = settings.mode_from_flag.then_some(settings.mode);
+            let svc = SyncService::start(
+                store.clone(),
+                conn,
+                settings.config_file.clone(),
+                settings.parent_ca.clone(),
+                mode,
+            )
+            .map_err(|e| ServeError::Sync(e.to_string()))?;
+            Some(svc)
+        }
+        None => None,
+    };
+    let writable = match &sync {
+        Some(s) => s.writable.clone(),
+        None => Arc::new(AtomicBool::new(true)),
+    };
     let state = web::Data::new(AppState {
         store: store.clone(),
         auth: auth.clone(),
-        writable: settings.writable(),
+        writable,
+        sync: sync.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -109,6 +134,9 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let result = server.await;
     cleaner.abort();
     watcher.abort();
+    if let Some(s) = &sync {
+        s.shutdown();
+    }
     let s = store.clone();
     let _ = tokio::task::spawn_blocking(move || s.meta.checkpoint()).await;
     tracing::info!("connected-registry stopped");

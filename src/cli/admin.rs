@@ -145,7 +145,7 @@ pub enum TokenCmd {
     Credential(CredentialCmd),
 }
 
-fn open(d: &DataDir) -> Result<Metadata, AuthError> {
+pub(crate) fn open(d: &DataDir) -> Result<Metadata, AuthError> {
     if d.output != "json" {
         return Err(AuthError::Invalid(format!(
             "unsupported --output '{}' (use json)",
@@ -161,7 +161,7 @@ fn open(d: &DataDir) -> Result<Metadata, AuthError> {
     Ok(Metadata::open(&dir)?)
 }
 
-fn finish(r: Result<serde_json::Value, AuthError>, what: &str) -> ExitCode {
+pub(crate) fn finish(r: Result<serde_json::Value, AuthError>, what: &str) -> ExitCode {
     match r {
         Ok(v) => {
             if !v.is_null() {

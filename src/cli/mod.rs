@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod serve;
+pub mod sync;
 
 /// Startup and command errors are one clear line on stderr and a non-zero exit.
 pub fn fail(msg: &str) -> std::process::ExitCode {

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Keep serving plain HTTP on --listen when TLS is configured.
     #[arg(long, env = "CONNECTED_REGISTRY_HTTP_ENABLED")]
     http_enabled: bool,
+    /// Extra CA certificate (PEM) to trust for the parent's HTTPS.
+    #[arg(long, env = "CONNECTED_REGISTRY_PARENT_CA")]
+    parent_ca: Option<PathBuf>,
 }
 
 /// Resolves settings, starts logging and runs the server until a shutdown signal.
@@ -76,6 +79,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         connection_string: env("ACR_REGISTRY_CONNECTION_STRING"),
         parent_hostname: env("IOTEDGE_PARENTHOSTNAME"),
         parent_endpoint_override: env("ACR_PARENT_GATEWAY_ENDPOINT"),
+        parent_ca: args.parent_ca,
     }) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),

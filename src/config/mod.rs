@@ -95,6 +95,8 @@ pub struct Overrides {
     pub parent_hostname: Option<String>,
     /// `ACR_PARENT_GATEWAY_ENDPOINT`.
     pub parent_endpoint_override: Option<String>,
+    /// `--parent-ca`.
+    pub parent_ca: Option<PathBuf>,
 }
 
 /// The `[server]` table of the config file.
@@ -113,6 +115,7 @@ struct ServerSection {
     tls_key: Option<PathBuf>,
     tls_listen: Option<String>,
     http_enabled: Option<bool>,
+    parent_ca: Option<PathBuf>,
 }
 
 /// The parts of the file this module reads; `[sync]` and others belong to their own modules.
@@ -144,6 +147,10 @@ pub struct Settings {
     pub access: Access,
     /// ReadOnly or ReadWrite (meaningful only with a parent).
     pub mode: Mode,
+    /// True when `--mode` was given: it then wins over the policy file's `mode`.
+    pub mode_from_flag: bool,
+    /// Extra CA certificate (PEM) trusted for the parent's HTTPS.
+    pub parent_ca: Option<PathBuf>,
     /// The parent, when this registry is a child.
     pub parent: Option<ConnectionString>,
     /// HTTPS listener, when a certificate is configured.
@@ -216,6 +223,7 @@ impl Settings {
             )?),
             None => None,
         };
+        let mode_from_flag = o.mode.is_some();
         let mode = match o.mode.or(root.mode) {
             Some(m) => m.parse()?,
             None => Mode::ReadOnly,
@@ -248,6 +256,8 @@ impl Settings {
             config_file: o.config_file,
             access,
             mode,
+            mode_from_flag,
+            parent_ca: o.parent_ca.or(file.parent_ca.clone()),
             parent,
             tls,
             serve_http,

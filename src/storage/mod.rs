@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod error;
 pub mod fsutil;
 pub mod metadata;
+pub mod partial;
 pub mod uploads;
 pub mod writer;
 
@@ -13,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobStore;
 pub use error::{Result, StorageError};
-pub use metadata::Metadata;
+pub use metadata::{Metadata, Origin};
+pub use partial::Partials;
 pub use uploads::Uploads;
 
 /// Everything stored under one data directory.
@@ -27,6 +29,8 @@ pub struct Store {
     pub meta: Metadata,
     /// Upload sessions.
     pub uploads: Uploads,
+    /// Downloads from the parent in progress.
+    pub partials: Partials,
 }
 
 impl Store {
@@ -37,6 +41,7 @@ impl Store {
         let blobs = BlobStore::open(data_dir)?;
         let meta = Metadata::open(data_dir)?;
         let uploads = Uploads::open(data_dir)?;
+        let partials = Partials::open(data_dir)?;
         let orphans = uploads.remove_orphans(&meta)?;
         if orphans > 0 {
             tracing::info!(
@@ -49,6 +54,7 @@ impl Store {
             blobs,
             meta,
             uploads,
+            partials,
         })
     }
 

@@ -32,19 +32,20 @@ pub async fn get(
     digest: Digest,
     with_body: bool,
 ) -> ApiResult<HttpResponse> {
-    let d = digest.clone();
-    let found = blocking(&state.store, move |s| {
-        if s.meta.blob_link(&name, &d)?.is_some() {
-            if let Some((f, len)) = s.blobs.open_blob(&d)? {
-                return Ok(Some(Found::File(f, len)));
+    let found = match lookup(state, &name, &digest).await? {
+        Some(f) => f,
+        None => match super::fetch::blob(req, state, &name, &digest, with_body).await? {
+            Some(Some(resp)) => return Ok(resp),
+            // Stored meanwhile (a range request waits for the whole blob): serve it from here.
+            Some(None) => {
+                let d = digest.clone();
+                let f = blocking(&state.store, move |s| s.blobs.open_blob(&d)).await?;
+                f.map(|(f, len)| Found::File(f, len))
             }
-            tracing::error!(digest = %d, "blob linked but its file is missing");
+            None => None,
         }
-        let m = s.meta.manifest(&name, &Reference::Digest(d), true)?;
-        Ok(m.and_then(|m| m.body).map(Found::Bytes))
-    })
-    .await?;
-    let found = found.ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?;
+        .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?,
+    };
     let total = match &found {
         Found::File(_, len) => *len,
         Found::Bytes(b) => b.len() as u64,
@@ -77,6 +78,26 @@ pub async fn get(
         }
         Found::File(f, _) => resp.body(SizedStream::new(len, file_stream(f, start, len))),
     })
+}
+
+/// The blob (or manifest) `digest` as `repo` may serve it, or `None`.
+async fn lookup(
+    state: &web::Data<AppState>,
+    repo: &RepoName,
+    digest: &Digest,
+) -> ApiResult<Option<Found>> {
+    let (name, d) = (repo.clone(), digest.clone());
+    blocking(&state.store, move |s| {
+        if s.meta.blob_link(&name, &d)?.is_some() {
+            if let Some((f, len)) = s.blobs.open_blob(&d)? {
+                return Ok(Some(Found::File(f, len)));
+            }
+            tracing::error!(digest = %d, "blob linked but its file is missing");
+        }
+        let m = s.meta.manifest(&name, &Reference::Digest(d), true)?;
+        Ok(m.and_then(|m| m.body).map(Found::Bytes))
+    })
+    .await
 }
 
 /// Streams `len` bytes of `file` from `start`, reading on the blocking pool.

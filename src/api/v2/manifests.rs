@@ -40,9 +40,14 @@ pub async fn get(
     reference: Reference,
     with_body: bool,
 ) -> ApiResult<HttpResponse> {
-    let r = reference.clone();
-    let found = blocking(&state.store, move |s| s.meta.manifest(&name, &r, with_body)).await?;
-    let m = found.ok_or_else(|| StorageError::ManifestUnknown(reference.to_string()))?;
+    let (r, n) = (reference.clone(), name.clone());
+    let found = blocking(&state.store, move |s| s.meta.manifest(&n, &r, with_body)).await?;
+    let Some(m) = found else {
+        if let Some(resp) = super::fetch::manifest(state, &name, &reference, with_body).await? {
+            return Ok(resp);
+        }
+        return Err(StorageError::ManifestUnknown(reference.to_string()).into());
+    };
     let mut resp = HttpResponse::Ok();
     resp.insert_header(("Content-Type", m.media_type.as_str()))
         .insert_header(("Docker-Content-Digest", m.digest.as_str()))

@@ -1,6 +1,7 @@
 //! The OCI distribution API under `/v2`.
 
 mod blobs;
+mod fetch;
 mod listing;
 mod manifests;
 mod referrers;
@@ -30,7 +31,7 @@ pub async fn dispatch(
     let m = req.method().clone();
     let st = &state;
     let need = auth::need(&route, &m);
-    let principal = auth::authorize(&req, &state.auth, state.writable, need.as_ref()).await?;
+    let principal = auth::authorize(&req, &state.auth, state.writable(), need.as_ref()).await?;
     let gate = state.auth.clone();
     let mut resp = match route {
         Route::Base if is_get(&m) => Ok(HttpResponse::Ok()

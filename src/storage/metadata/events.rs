@@ -28,6 +28,37 @@ pub struct Event {
     pub media_type: Option<String>,
     /// Manifest size, when known.
     pub size: Option<i64>,
+    /// Who made the change: a client here, or sync applying the parent's state.
+    pub origin: Origin,
+}
+
+/// Who made a change; push-up sends only what clients did here, never what sync brought down.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A client of this registry.
+    #[default]
+    Client,
+    /// Sync, mirroring the parent.
+    Sync,
+}
+
+impl Origin {
+    /// The value stored in the `origin` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Client => "client",
+            Origin::Sync => "sync",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "sync" {
+            Origin::Sync
+        } else {
+            Origin::Client
+        }
+    }
 }
 
 /// The fields of an event to append; `seq` and `time` are assigned on insert.
@@ -39,13 +70,14 @@ pub(super) struct NewEvent<'a> {
     pub previous: Option<&'a str>,
     pub media_type: Option<&'a str>,
     pub size: Option<i64>,
+    pub origin: Origin,
 }
 
 /// Appends an event inside the caller's transaction, so it commits with the change itself.
 pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO events (time, repo, action, tag, digest, previous, media_type, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO events (time, repo, action, tag, digest, previous, media_type, size, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         now_secs(),
@@ -55,7 +87,8 @@ pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
         e.digest,
         e.previous,
         e.media_type,
-        e.size
+        e.size,
+        e.origin.as_str()
     ])?;
     Ok(())
 }
@@ -65,7 +98,7 @@ impl Metadata {
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT seq, time, repo, action, tag, digest, previous, media_type, size
+                "SELECT seq, time, repo, action, tag, digest, previous, media_type, size, origin
                  FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit as i64], |r| {
@@ -79,6 +112,7 @@ impl Metadata {
                     previous: r.get(6)?,
                     media_type: r.get(7)?,
                     size: r.get(8)?,
+                    origin: Origin::parse(&r.get::<_, String>(9)?),
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

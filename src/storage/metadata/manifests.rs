@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::events::{append, NewEvent};
+use super::events::{append, NewEvent, Origin};
 use super::repos::{ensure_repo, linked_size, repo_id};
 use super::Metadata;
 use crate::registry::{Digest, ParsedManifest, Reference, RepoName, Tag};
@@ -38,7 +38,7 @@ pub struct Referrer {
 }
 
 /// Digest a tag points at.
-fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<String>> {
+pub(super) fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<String>> {
     Ok(conn
         .query_row(
             "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
@@ -55,6 +55,19 @@ impl Metadata {
     /// may be missing (sparse indexes).
     pub fn put_manifest(
         &self,
+        repo: &RepoName,
+        digest: &Digest,
+        manifest: &ParsedManifest,
+        body: &[u8],
+        tags: &[Tag],
+    ) -> Result<()> {
+        self.put_manifest_as(Origin::Client, repo, digest, manifest, body, tags)
+    }
+
+    /// `put_manifest`, recording who made the change in the event log.
+    pub fn put_manifest_as(
+        &self,
+        origin: Origin,
         repo: &RepoName,
         digest: &Digest,
         manifest: &ParsedManifest,
@@ -114,6 +127,7 @@ impl Metadata {
                         previous: None,
                         media_type: Some(&manifest.media_type),
                         size: Some(size),
+                        origin,
                     },
                 )?;
             }
@@ -137,6 +151,7 @@ impl Metadata {
                         previous: previous.as_deref(),
                         media_type: Some(&manifest.media_type),
                         size: Some(size),
+                        origin,
                     },
                 )?;
             }
@@ -184,6 +199,16 @@ impl Metadata {
 
     /// Deletes a manifest and every tag pointing at it.
     pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.delete_manifest_as(Origin::Client, repo, digest)
+    }
+
+    /// `delete_manifest`, recording who made the change in the event log.
+    pub fn delete_manifest_as(
+        &self,
+        origin: Origin,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<()> {
         self.write(|tx| {
             let unknown = || StorageError::ManifestUnknown(digest.to_string());
             let id = repo_id(tx, repo)?.ok_or_else(unknown)?;
@@ -194,7 +219,7 @@ impl Metadata {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for tag in &tags {
-                delete_tag_row(tx, repo, id, tag, digest.as_str())?;
+                delete_tag_row(tx, repo, id, tag, digest.as_str(), origin)?;
             }
             let n = tx.execute(
                 "DELETE FROM manifests WHERE repo_id = ?1 AND digest = ?2",
@@ -223,6 +248,7 @@ impl Metadata {
                     previous: None,
                     media_type: None,
                     size: None,
+                    origin,
                 },
             )
         })
@@ -230,11 +256,16 @@ impl Metadata {
 
     /// Deletes one tag, leaving the manifest in place.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
+        self.delete_tag_as(Origin::Client, repo, tag)
+    }
+
+    /// `delete_tag`, recording who made the change in the event log.
+    pub fn delete_tag_as(&self, origin: Origin, repo: &RepoName, tag: &Tag) -> Result<()> {
         self.write(|tx| {
             let unknown = || StorageError::ManifestUnknown(tag.to_string());
             let id = repo_id(tx, repo)?.ok_or_else(unknown)?;
             let digest = tag_target(tx, id, tag.as_str())?.ok_or_else(unknown)?;
-            delete_tag_row(tx, repo, id, tag.as_str(), &digest)
+            delete_tag_row(tx, repo, id, tag.as_str(), &digest, origin)
         })
     }
 
@@ -287,12 +318,13 @@ impl Metadata {
 }
 
 /// Removes a tag row and logs it.
-fn delete_tag_row(
+pub(super) fn delete_tag_row(
     tx: &Connection,
     repo: &RepoName,
     id: i64,
     tag: &str,
     digest: &str,
+    origin: Origin,
 ) -> Result<()> {
     tx.execute(
         "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
@@ -308,6 +340,7 @@ fn delete_tag_row(
             previous: None,
             media_type: None,
             size: None,
+            origin,
         },
     )
 }

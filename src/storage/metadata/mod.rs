@@ -9,6 +9,7 @@ mod events;
 mod manifests;
 mod repos;
 mod schema;
+mod sync;
 mod uploads;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags};
 
 pub use access::{AccessRows, ScopeMapRow, TokenRow};
-pub use events::Event;
+pub use events::{Event, Origin};
 pub use manifests::{ManifestRecord, Referrer};
 
 use super::error::{Result, StorageError};

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -101,8 +101,20 @@ CREATE TABLE access_generation (
 INSERT INTO access_generation (id, value) VALUES (1, 0);
 ";
 
+/// Version 3: sync. Events record who made them (push-up sends only client changes), and a
+/// small key/value table keeps sync state (status for `connected-registry status`, requests
+/// from `connected-registry sync now`).
+const V3: &str = "
+ALTER TABLE events ADD COLUMN origin TEXT NOT NULL DEFAULT 'client';
+CREATE TABLE sync_state (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated INTEGER NOT NULL
+);
+";
+
 /// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; 2] = [V1, V2];
+const STEPS: [&str; 3] = [V1, V2, V3];
 
 /// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
 /// the version inside its own write transaction, so two processes opening a fresh data directory

@@ -1,0 +1,182 @@
+//! What sync needs from metadata: tag maps, whole-repository removal and a small state table.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::events::{append, NewEvent, Origin};
+use super::manifests::{delete_tag_row, tag_target};
+use super::repos::repo_id;
+use super::Metadata;
+use crate::registry::{Digest, RepoName, Tag};
+use crate::storage::error::Result;
+use crate::storage::fsutil::now_secs;
+
+impl Metadata {
+    /// Every tag of `repo` with the digest it points at, sorted by tag; empty when unknown.
+    pub fn tag_digests(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let Some(id) = repo_id(c, repo)? else {
+                return Ok(Vec::new());
+            };
+            let mut stmt =
+                c.prepare_cached("SELECT name, digest FROM tags WHERE repo_id = ?1 ORDER BY name")?;
+            let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Removes a repository with its tags, manifests and blob links (blob files stay for other
+    /// repositories); every tag and manifest removal is logged. False when it did not exist.
+    pub fn delete_repository_as(&self, origin: Origin, repo: &RepoName) -> Result<bool> {
+        self.write(|tx| {
+            let Some(id) = repo_id(tx, repo)? else {
+                return Ok(false);
+            };
+            let tags: Vec<(String, String)> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT name, digest FROM tags WHERE repo_id = ?1")?;
+                let rows = stmt.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (tag, digest) in &tags {
+                delete_tag_row(tx, repo, id, tag, digest, origin)?;
+            }
+            let manifests: Vec<String> = {
+                let mut stmt =
+                    tx.prepare_cached("SELECT digest FROM manifests WHERE repo_id = ?1")?;
+                let rows = stmt.query_map([id], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.execute("DELETE FROM manifests WHERE repo_id = ?1", [id])?;
+            tx.execute("DELETE FROM manifest_refs WHERE repo_id = ?1", [id])?;
+            tx.execute("DELETE FROM blob_links WHERE repo_id = ?1", [id])?;
+            tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
+            for digest in &manifests {
+                tx.execute(
+                    "DELETE FROM manifest_content WHERE digest = ?1
+                     AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
+                    [digest.as_str()],
+                )?;
+                append(
+                    tx,
+                    NewEvent {
+                        repo: repo.as_str(),
+                        action: "manifest_delete",
+                        tag: None,
+                        digest,
+                        previous: None,
+                        media_type: None,
+                        size: None,
+                        origin,
+                    },
+                )?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Points `tag` at a manifest already stored in `repo`; false when the manifest is not
+    /// there. A tag already pointing at it is left alone (no event).
+    pub fn set_tag_as(
+        &self,
+        origin: Origin,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+    ) -> Result<bool> {
+        self.write(|tx| {
+            let Some(id) = repo_id(tx, repo)? else {
+                return Ok(false);
+            };
+            let row: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT media_type, size FROM manifests WHERE repo_id = ?1 AND digest = ?2",
+                    params![id, digest.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((media_type, size)) = row else {
+                return Ok(false);
+            };
+            let previous = tag_target(tx, id, tag.as_str())?;
+            if previous.as_deref() == Some(digest.as_str()) {
+                return Ok(true);
+            }
+            tx.prepare_cached(
+                "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
+            )?
+            .execute(params![id, tag.as_str(), digest.as_str(), now_secs()])?;
+            append(
+                tx,
+                NewEvent {
+                    repo: repo.as_str(),
+                    action: "tag_set",
+                    tag: Some(tag.as_str()),
+                    digest: digest.as_str(),
+                    previous: previous.as_deref(),
+                    media_type: Some(&media_type),
+                    size: Some(size),
+                    origin,
+                },
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// A value of the sync state table (status snapshot, per-repository records, requests).
+    pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| {
+            Ok(
+                c.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
+        })
+    }
+
+    /// Keys of the sync state table starting with `prefix`, with their values.
+    pub fn sync_state_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, value FROM sync_state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
+            )?;
+            let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// Sets (or with `None` removes) a value of the sync state table.
+    pub fn set_sync_state(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO sync_state (key, value, updated) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (key) DO UPDATE SET value = ?2, updated = ?3",
+                    params![key, v, now_secs()],
+                )?,
+                None => tx.execute("DELETE FROM sync_state WHERE key = ?1", [key])?,
+            };
+            Ok(())
+        })
+    }
+
+    /// Increments a counter in the sync state table and returns its new value (used by
+    /// `connected-registry sync now`, which a running server notices).
+    pub fn bump_sync_counter(&self, key: &str) -> Result<i64> {
+        self.write(|tx| {
+            let current: Option<String> = tx
+                .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            let next = current.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO sync_state (key, value, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2, updated = ?3",
+                params![key, next.to_string(), now_secs()],
+            )?;
+            Ok(next)
+        })
+    }
+}

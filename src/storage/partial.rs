@@ -1,0 +1,119 @@
+//! In-progress downloads from the parent: `partial/<alg>-<hex>`, resumable by byte offset.
+//!
+//! A partial file survives restarts so a cut or a crash costs at most what was not yet written.
+//! It becomes a blob only through the same verify → fsync → rename path as an upload, so a
+//! partial or corrupt download is never served as the blob.
+
+use std::path::{Path, PathBuf};
+
+use super::blobs::BlobStore;
+use super::error::{Result, StorageError};
+use super::fsutil::create_dir_durable;
+use super::writer::BlobWriter;
+use crate::registry::Digest;
+
+/// The `partial/` directory of one data directory.
+#[derive(Debug, Clone)]
+pub struct Partials {
+    dir: PathBuf,
+}
+
+impl Partials {
+    /// Opens (creating if needed) `data_dir/partial`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let dir = data_dir.join("partial");
+        create_dir_durable(&dir)?;
+        Ok(Partials { dir })
+    }
+
+    /// Where the download of `digest` is kept while in progress.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir
+            .join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
+    }
+
+    /// A writer positioned after the bytes already downloaded (a new file when none).
+    pub fn writer(&self, digest: &Digest) -> Result<BlobWriter> {
+        let path = self.path(digest);
+        if path.exists() {
+            BlobWriter::reopen(path)
+        } else {
+            BlobWriter::create(path, digest.algorithm())
+        }
+    }
+
+    /// Verifies a complete download and moves it into the blob store; returns its size. On a
+    /// digest mismatch the file is deleted so the next attempt starts from zero.
+    pub fn finish(
+        &self,
+        mut writer: BlobWriter,
+        digest: &Digest,
+        blobs: &BlobStore,
+    ) -> Result<u64> {
+        match writer.verify(digest) {
+            Ok(size) => {
+                blobs.commit(writer.path(), digest)?;
+                Ok(size)
+            }
+            Err(e @ StorageError::DigestMismatch { .. }) => {
+                writer.discard();
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes the download of `digest` (bad data, or the blob arrived another way).
+    pub fn discard(&self, digest: &Digest) {
+        let _ = std::fs::remove_file(self.path(digest));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Algorithm, DigestHasher};
+
+    fn digest_of(bytes: &[u8]) -> Digest {
+        let mut h = DigestHasher::new(Algorithm::Sha256);
+        h.update(bytes);
+        h.finalize()
+    }
+
+    #[test]
+    fn resumes_after_reopen_and_verifies() -> Result<()> {
+        let tmp = tempfile::TempDir::new().map_err(|e| StorageError::io("tempdir", e))?;
+        let blobs = BlobStore::open(tmp.path())?;
+        let partials = Partials::open(tmp.path())?;
+        let data = b"0123456789abcdef".repeat(1000);
+        let d = digest_of(&data);
+        let mut w = partials.writer(&d)?;
+        w.append(&data[..5000])?;
+        w.sync()?;
+        drop(w);
+        let mut w = partials.writer(&d)?;
+        assert_eq!(w.offset(), 5000);
+        w.append(&data[5000..])?;
+        assert_eq!(partials.finish(w, &d, &blobs)?, data.len() as u64);
+        assert_eq!(blobs.size(&d)?, Some(data.len() as u64));
+        assert!(!partials.path(&d).exists());
+        Ok(())
+    }
+
+    #[test]
+    fn mismatch_deletes_the_partial_file() -> Result<()> {
+        let tmp = tempfile::TempDir::new().map_err(|e| StorageError::io("tempdir", e))?;
+        let blobs = BlobStore::open(tmp.path())?;
+        let partials = Partials::open(tmp.path())?;
+        let d = digest_of(b"the real content");
+        let mut w = partials.writer(&d)?;
+        w.append(b"something else")?;
+        assert!(matches!(
+            partials.finish(w, &d, &blobs),
+            Err(StorageError::DigestMismatch { .. })
+        ));
+        assert!(!partials.path(&d).exists());
+        assert_eq!(blobs.size(&d)?, None);
+        Ok(())
+    }
+}

@@ -1,0 +1,19 @@
+//! Keeping the local replica in step with the parent (DESIGN §6): the sync policy and when sync
+//! runs, the parent client, blob transfers, pull-down, fetch-through and status.
+
+pub mod backoff;
+pub mod error;
+pub mod fetch;
+pub mod limiter;
+pub mod parent;
+pub mod policy;
+pub mod pulldown;
+pub mod schedule;
+pub mod scheduler;
+pub mod service;
+pub mod status;
+pub mod transfer;
+
+pub use error::SyncError;
+pub use service::SyncService;
+pub use status::{ConnectionState, StatusReport};

@@ -1,0 +1,258 @@
+//! Pull-down of one repository (DESIGN §6): tags → manifests byte-exact → index children per
+//! the platform filter → referrers → missing blobs (never twice) → commit tags; in ReadOnly,
+//! tags gone at the parent are removed here.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::stream::{self, StreamExt};
+
+use super::error::SyncError;
+use super::parent::{ParentClient, ParentError};
+use super::policy::SyncPolicy;
+use super::status::Progress;
+use super::transfer::{Job, Stop, Transfers};
+use crate::config::Mode;
+use crate::registry::{manifest, Digest, Reference, RepoName, Tag};
+use crate::storage::{Origin, Store};
+
+/// Deepest nesting followed (index → manifest → referrer …); deeper is refused as hostile.
+const MAX_DEPTH: u32 = 4;
+
+/// Runs metadata and file work in place on the sync runtime's worker (it may block).
+fn local<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// What one repository's pull-down works with.
+pub struct Puller {
+    /// The local store.
+    pub store: Arc<Store>,
+    /// The parent.
+    pub parent: ParentClient,
+    /// Blob downloads (shared: a blob is fetched once for all repositories).
+    pub transfers: Arc<Transfers>,
+    /// The policy in force for this run.
+    pub policy: Arc<SyncPolicy>,
+    /// Byte counters of this repository.
+    pub progress: Arc<Progress>,
+    /// Set when the window closes.
+    pub stop: Stop,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, SyncError>> + Send + 'a>>;
+
+impl Puller {
+    /// Mirrors `repo`; returns how many tags it holds afterwards.
+    pub async fn sync_repository(&self, repo: &RepoName) -> Result<usize, SyncError> {
+        let parent_tags = match self.parent.tags(repo.as_str()).await {
+            Ok(t) => t,
+            Err(ParentError::NotFound) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let selected: Vec<String> = parent_tags
+            .into_iter()
+            .filter(|t| self.policy.tag_selected(t))
+            .collect();
+        let local_tags: HashMap<String, String> = local(|| self.store.meta.tag_digests(repo))?
+            .into_iter()
+            .collect();
+        let parallel = self.policy.max_parallel.max(1) * 2;
+        let work: Vec<(String, Option<String>)> = selected
+            .iter()
+            .map(|t| (t.clone(), local_tags.get(t).cloned()))
+            .collect();
+        let results: Vec<Result<(), SyncError>> = stream::iter(work)
+            .map(|(tag, here)| self.sync_tag(repo, tag, here))
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(e);
+        }
+        if self.policy.mode == Mode::ReadOnly {
+            let keep: HashSet<&String> = selected.iter().collect();
+            for tag in local_tags.keys().filter(|t| !keep.contains(t)) {
+                if let Ok(t) = Tag::parse(tag) {
+                    tracing::info!(repo = %repo.as_str(), tag = %tag, "tag gone at the parent: removed here");
+                    local(|| self.store.meta.delete_tag_as(Origin::Sync, repo, &t))?;
+                }
+            }
+        }
+        Ok(selected.len())
+    }
+
+    /// Brings one tag up to date: its manifest tree first, the tag last.
+    async fn sync_tag(
+        &self,
+        repo: &RepoName,
+        tag: String,
+        here: Option<String>,
+    ) -> Result<(), SyncError> {
+        let tag = tag.as_str();
+        let Ok(t) = Tag::parse(tag) else {
+            tracing::warn!(repo = %repo.as_str(), tag, "the parent lists an invalid tag; skipped");
+            return Ok(());
+        };
+        let Some(head) = self.parent.manifest_head(repo.as_str(), tag).await? else {
+            return Ok(()); // deleted at the parent meanwhile
+        };
+        let digest: Digest = head
+            .digest
+            .parse()
+            .map_err(|_| SyncError::Invalid(format!("the parent gave a bad digest for {tag}")))?;
+        if here.as_ref() != Some(&head.digest) {
+            self.ensure_manifest(repo, &digest, 0).await?;
+            local(|| self.store.meta.set_tag_as(Origin::Sync, repo, &t, &digest))?;
+        }
+        if self.policy.referrers {
+            self.sync_referrers(repo, &digest).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the manifest `digest` with everything it needs (children per platform filter).
+    pub fn ensure_manifest<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+        depth: u32,
+    ) -> Boxed<'a, ()> {
+        Box::pin(async move {
+            if depth > MAX_DEPTH {
+                return Err(SyncError::Invalid(format!(
+                    "{digest}: manifests nested too deep"
+                )));
+            }
+            let have = local(|| {
+                self.store
+                    .meta
+                    .manifest(repo, &Reference::Digest(digest.clone()), false)
+            })?;
+            if have.is_some() {
+                return Ok(());
+            }
+            let fetched = self
+                .parent
+                .manifest(repo.as_str(), digest.as_str())
+                .await?
+                .ok_or_else(|| SyncError::Invalid(format!("{digest} vanished at the parent")))?;
+            let parsed =
+                manifest::parse(&fetched.bytes, Some(&fetched.media_type)).map_err(|e| {
+                    SyncError::Invalid(format!("manifest {digest} from the parent: {e}"))
+                })?;
+            for child in parsed.child_manifests() {
+                let selected = match &child.platform {
+                    Some(p) => {
+                        self.policy
+                            .platform_selected(&p.os, &p.architecture, p.variant.as_deref())
+                    }
+                    None => true,
+                };
+                if selected {
+                    self.ensure_manifest(repo, &child.digest, depth + 1).await?;
+                }
+            }
+            let blobs: Vec<(Digest, u64)> = parsed
+                .required_blobs()
+                .map(|d| (d.digest.clone(), d.size))
+                .collect();
+            let results: Vec<Result<(), SyncError>> = stream::iter(blobs)
+                .map(|(d, size)| self.ensure_blob(repo, d, Some(size)))
+                .buffer_unordered(self.policy.max_parallel.max(1))
+                .collect()
+                .await;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(e);
+            }
+            local(|| {
+                self.store.meta.put_manifest_as(
+                    Origin::Sync,
+                    repo,
+                    digest,
+                    &parsed,
+                    &fetched.bytes,
+                    &[],
+                )
+            })?;
+            Ok(())
+        })
+    }
+
+    /// Links a blob into `repo`, downloading it only if no repository here has it yet.
+    pub async fn ensure_blob(
+        &self,
+        repo: &RepoName,
+        digest: Digest,
+        size: Option<u64>,
+    ) -> Result<(), SyncError> {
+        if local(|| self.store.meta.blob_link(repo, &digest))?.is_some() {
+            return Ok(());
+        }
+        let stored = match local(|| self.store.blobs.size(&digest))? {
+            Some(s) => s,
+            None => {
+                let job = Job {
+                    parent: self.parent.clone(),
+                    repo: repo.as_str().to_owned(),
+                    digest: digest.clone(),
+                    size,
+                    progress: Some(self.progress.clone()),
+                    stop: self.stop.clone(),
+                };
+                let inflight = self.transfers.fetch(job);
+                inflight.wait().await.map_err(|f| {
+                    if f.offline {
+                        SyncError::Parent(ParentError::Unreachable(f.message))
+                    } else {
+                        SyncError::Shared {
+                            code: f.code,
+                            message: f.message,
+                        }
+                    }
+                })?
+            }
+        };
+        if size.is_some_and(|s| s != stored) {
+            return Err(SyncError::Invalid(format!(
+                "blob {digest} is {stored} bytes, the manifest says {size:?}"
+            )));
+        }
+        local(|| self.store.meta.link_blob(repo, &digest, stored))?;
+        Ok(())
+    }
+
+    /// Mirrors the referrers (signatures, SBOMs) of `subject`: the referrers API, or the
+    /// `<alg>-<hex>` tag schema when the parent has no such API.
+    async fn sync_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<(), SyncError> {
+        let listed = match self
+            .parent
+            .referrers(repo.as_str(), subject.as_str())
+            .await?
+        {
+            Some(list) => list,
+            None => {
+                let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
+                match self.parent.manifest(repo.as_str(), &tag).await? {
+                    Some(index) => serde_json::from_slice::<serde_json::Value>(&index.bytes)
+                        .ok()
+                        .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                }
+            }
+        };
+        for desc in listed {
+            let Some(d) = desc.get("digest").and_then(|d| d.as_str()) else {
+                continue;
+            };
+            let Ok(d) = d.parse::<Digest>() else {
+                continue;
+            };
+            self.ensure_manifest(repo, &d, 1).await?;
+        }
+        Ok(())
+    }
+}
