@@ -74,7 +74,9 @@ pub async fn run(svc: Arc<SyncService>, mut file: PolicyFile, mode_override: Opt
         if asked || (in_window && Instant::now() >= next_due) {
             // A manual sync runs to the end; a scheduled one stops when its window closes.
             let deadline = if asked { None } else { window_end };
-            match run_once(&svc, &policy, deadline).await {
+            let outcome = run_once(&svc, &policy, deadline).await;
+            svc.status.pass_finished();
+            match outcome {
                 Ok(()) => {
                     failures = 0;
                     next_due = Instant::now() + policy.interval;

@@ -81,6 +81,8 @@ pub struct StatusReport {
     pub window_end: Option<String>,
     /// Per-repository progress.
     pub repositories: Vec<RepoStatus>,
+    /// Sync passes finished since the process started (successful or not).
+    pub sync_passes: u64,
     /// When this report was made.
     pub updated: String,
 }
@@ -121,6 +123,7 @@ struct Inner {
     next_sync: Option<String>,
     window_end: Option<String>,
     repos: BTreeMap<String, RepoEntry>,
+    passes: u64,
 }
 
 /// Shared, updatable sync status.
@@ -146,6 +149,7 @@ impl Status {
                 next_sync: None,
                 window_end: None,
                 repos: BTreeMap::new(),
+                passes: 0,
             }),
         }
     }
@@ -205,6 +209,11 @@ impl Status {
     /// Drops the conditions whose code satisfies `pred` (they no longer hold).
     pub fn clear_details(&self, pred: impl Fn(&str) -> bool) {
         self.with(|i| i.details.retain(|d| !pred(&d.code)));
+    }
+
+    /// Counts a finished sync pass (successful or not).
+    pub fn pass_finished(&self) {
+        self.with(|i| i.passes += 1);
     }
 
     /// Records that a complete sync finished now.
@@ -299,6 +308,7 @@ impl Status {
                 next_sync_time: i.next_sync.clone(),
                 window_end: i.window_end.clone(),
                 repositories,
+                sync_passes: i.passes,
                 updated: rfc3339(Utc::now()),
             }
         })

@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod distribution;
+pub mod faultproxy;
 pub mod oci;
 pub mod process;
 
@@ -88,6 +90,12 @@ impl Registry {
             args.push("--insecure-no-auth".into());
         }
         Self::launch(tmp, data, args, Vec::new())
+    }
+
+    /// Starts exactly with `args` and `env` (nothing added) in `tmp`, data in `tmp/data`.
+    pub fn start_in(tmp: TempDir, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        let data = tmp.path().join("data");
+        Self::launch(tmp, data, args, env)
     }
 
     fn launch(tmp: TempDir, data: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Self {
