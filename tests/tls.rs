@@ -9,76 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::pki::{pki, write, Ca};
 use common::{oci, require, run_bounded, run_ok, Registry, BIN};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use tempfile::TempDir;
 
 const LIMIT: Duration = Duration::from_secs(90);
-
-/// A private certificate authority.
-struct Ca(CertifiedIssuer<'static, KeyPair>);
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut p = CertificateParams::default();
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
-        Ca(CertifiedIssuer::self_signed(p, key).unwrap_or_else(|e| panic!("CA: {e}")))
-    }
-
-    /// Writes the CA certificate as `name` in `dir`; returns its path.
-    fn write(&self, dir: &Path, name: &str) -> PathBuf {
-        write(dir, name, &self.0.pem())
-    }
-
-    /// A server certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM).
-    fn server(&self) -> (String, String) {
-        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-        let mut p = CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
-        p.distinguished_name.push(DnType::CommonName, "registry");
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().unwrap_or_else(|e| panic!("key: {e}"));
-        let cert = p.signed_by(&key, &self.0).unwrap_or_else(|e| panic!("{e}"));
-        (cert.pem(), key.serialize_pem())
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    fs::write(&p, text).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
-    p
-}
 
 /// Replaces a file the way deployments do: a temporary file renamed over it.
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("new");
     fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
     fs::rename(&tmp, path).unwrap_or_else(|e| panic!("rename {}: {e}", tmp.display()));
-}
-
-/// A CA and a server certificate signed by it, in a temporary directory.
-struct Pki {
-    dir: TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-fn pki(cert_name: &str, key_name: &str) -> Pki {
-    let dir = TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
-    let ca = Ca::new("test CA one");
-    let (cert, key) = ca.server();
-    Pki {
-        ca: ca.write(dir.path(), "ca.crt"),
-        cert: write(dir.path(), cert_name, &cert),
-        key: write(dir.path(), key_name, &key),
-        dir,
-    }
 }
 
 fn s(p: &Path) -> &str {

@@ -5,6 +5,7 @@ pub mod clients;
 pub mod distribution;
 pub mod faultproxy;
 pub mod oci;
+pub mod pki;
 pub mod process;
 
 use std::fs;

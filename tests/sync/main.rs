@@ -8,6 +8,7 @@ mod common;
 mod chain;
 mod faults;
 mod fetch;
+mod https;
 mod mirror;
 mod policy;
 
