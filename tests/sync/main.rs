@@ -9,6 +9,7 @@ mod chain;
 mod faults;
 mod fetch;
 mod https;
+mod manual;
 mod mirror;
 mod policy;
 
