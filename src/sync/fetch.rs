@@ -22,6 +22,7 @@ impl SyncService {
             policy: self.policy(),
             progress: Arc::new(Progress::default()),
             stop: Arc::new(AtomicBool::new(false)),
+            skip_tags: Default::default(),
         }
     }
 

@@ -8,11 +8,13 @@ pub mod limiter;
 pub mod parent;
 pub mod policy;
 pub mod pulldown;
+pub mod pushup;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
 pub mod status;
 pub mod transfer;
+pub mod upload;
 
 pub use error::SyncError;
 pub use service::SyncService;

@@ -40,6 +40,8 @@ pub struct Puller {
     pub progress: Arc<Progress>,
     /// Set when the window closes.
     pub stop: Stop,
+    /// Tags with local changes still waiting in the push-up outbox: left alone.
+    pub skip_tags: HashSet<String>,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, SyncError>> + Send + 'a>>;
@@ -62,6 +64,7 @@ impl Puller {
         let parallel = self.policy.max_parallel.max(1) * 2;
         let work: Vec<(String, Option<String>)> = selected
             .iter()
+            .filter(|t| !self.skip_tags.contains(*t))
             .map(|t| (t.clone(), local_tags.get(t).cloned()))
             .collect();
         let results: Vec<Result<(), SyncError>> = stream::iter(work)

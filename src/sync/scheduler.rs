@@ -13,8 +13,10 @@ use super::backoff;
 use super::error::SyncError;
 use super::policy::{PolicyFile, SyncPolicy};
 use super::pulldown::Puller;
+use super::pushup::{cursor_key, Pusher};
 use super::service::SyncService;
 use super::status::ConnectionState;
+use super::transfer::Stop;
 use crate::config::Mode;
 use crate::registry::RepoName;
 use crate::storage::Origin;
@@ -39,6 +41,8 @@ pub async fn run(svc: Arc<SyncService>, mut file: PolicyFile, mode_override: Opt
     let mut next_due = Instant::now();
     let mut failures = 0u32;
     let mut seen_request = read_counter(&svc);
+    // End of the last scheduled window seen open.
+    let mut opened_window: Option<chrono::DateTime<Utc>> = None;
     loop {
         if let Some(changed) = file.poll() {
             match changed {
@@ -46,13 +50,15 @@ pub async fn run(svc: Arc<SyncService>, mut file: PolicyFile, mode_override: Opt
                     if let Some(m) = mode_override {
                         p.mode = m;
                     }
+                    // A valid file clears an earlier PolicyInvalid even when it was fixed back
+                    // to exactly the policy still in force.
+                    svc.status.clear_details(|c| c == "PolicyInvalid");
                     if p != *svc.policy() {
                         tracing::info!(
                             repositories = p.repositories.len(),
                             "sync policy changed: applied"
                         );
                         svc.apply(p);
-                        svc.status.clear_details(|c| c == "PolicyInvalid");
                         next_due = Instant::now();
                     }
                 }
@@ -70,6 +76,15 @@ pub async fn run(svc: Arc<SyncService>, mut file: PolicyFile, mode_override: Opt
         let window_end = policy.schedule.as_ref().and_then(|s| s.current_window(now));
         let next_start = policy.schedule.as_ref().and_then(|s| s.next_start(now));
         svc.status.set_schedule(next_start, window_end);
+        // Every occurrence opens a window for sync: `interval` paces passes inside a window,
+        // it must not make a newly opened window wait (only a failure backoff may). Windows
+        // that overlap count as one.
+        if let Some(end) = window_end {
+            if failures == 0 && opened_window.is_none_or(|prev| now >= prev) {
+                next_due = Instant::now();
+            }
+            opened_window = Some(end);
+        }
         let in_window = policy.schedule.is_none() || window_end.is_some();
         if asked || (in_window && Instant::now() >= next_due) {
             // A manual sync runs to the end; a scheduled one stops when its window closes.
@@ -140,15 +155,26 @@ async fn run_once(
             break;
         }
         let progress = svc.status.repo_started(repo.as_str());
-        let puller = Puller {
-            store: svc.store.clone(),
-            parent: svc.parent.clone(),
-            transfers: svc.transfers.clone(),
-            policy: policy.clone(),
-            progress,
-            stop: stop.clone(),
+        // ReadWrite: local changes go up first, so the pull-down that follows converges.
+        let pushed = match policy.mode {
+            Mode::ReadWrite => push_up(svc, policy, &stop, repo).await,
+            Mode::ReadOnly => Ok(Default::default()),
         };
-        let result = puller.sync_repository(repo).await;
+        let result = match pushed {
+            Ok(skip_tags) => {
+                let puller = Puller {
+                    store: svc.store.clone(),
+                    parent: svc.parent.clone(),
+                    transfers: svc.transfers.clone(),
+                    policy: policy.clone(),
+                    progress,
+                    stop: stop.clone(),
+                    skip_tags,
+                };
+                puller.sync_repository(repo).await
+            }
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(tags) => {
                 let key = format!("{REPO_PREFIX}{}", repo.as_str());
@@ -173,6 +199,9 @@ async fn run_once(
             }
         }
         persist(svc);
+    }
+    if policy.mode == Mode::ReadWrite {
+        update_outbox(svc, policy, None);
     }
     let stopped = stop.load(Ordering::SeqCst);
     stop.store(true, Ordering::SeqCst);
@@ -227,4 +256,61 @@ fn remove_dropped_repositories(svc: &SyncService, policy: &SyncPolicy) -> Result
         local(|| svc.store.meta.set_sync_state(&key, None))?;
     }
     Ok(())
+}
+
+/// Sends `repo`'s outbox up; returns the tags that still have changes waiting (pull-down leaves
+/// them alone so a local push is never overwritten by the parent's older state).
+async fn push_up(
+    svc: &Arc<SyncService>,
+    policy: &Arc<SyncPolicy>,
+    stop: &Stop,
+    repo: &RepoName,
+) -> Result<HashSet<String>, SyncError> {
+    let pusher = Pusher {
+        store: svc.store.clone(),
+        parent: svc.parent.clone(),
+        policy: policy.clone(),
+        status: svc.status.clone(),
+        transfers: svc.transfers.clone(),
+        stop: stop.clone(),
+    };
+    let result = pusher.push_repository(repo).await;
+    match &result {
+        Ok(n) if *n > 0 => {
+            tracing::info!(repo = %repo.as_str(), changes = n, "pushed up to the parent");
+            update_outbox(svc, policy, Some(None));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(repo = %repo.as_str(), code = e.code(), error = %e, "push-up failed");
+            update_outbox(svc, policy, Some(Some(format!("{}: {e}", e.code()))));
+        }
+    }
+    result?;
+    let cursor = pusher.cursor(repo)?;
+    let pending = local(|| svc.store.meta.client_events(repo.as_str(), cursor, 10_000))?;
+    Ok(pending.into_iter().filter_map(|e| e.tag).collect())
+}
+
+/// Recomputes the outbox figures over every repository of the policy.
+fn update_outbox(svc: &SyncService, policy: &SyncPolicy, error: Option<Option<String>>) {
+    let (mut count, mut bytes, mut oldest) = (0u64, 0u64, None::<i64>);
+    for repo in &policy.repositories {
+        let name = repo.as_str();
+        let cursor = local(|| svc.store.meta.sync_state(&cursor_key(name)))
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        if let Ok((n, first)) = local(|| svc.store.meta.outbox_size(name, cursor)) {
+            count += n;
+            oldest = match (oldest, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        bytes += local(|| svc.store.meta.outbox_bytes(name, cursor)).unwrap_or(0);
+    }
+    let age = oldest.map(|t| (crate::storage::fsutil::now_secs() - t).max(0) as u64);
+    svc.status.set_outbox(count, bytes, age, error);
 }

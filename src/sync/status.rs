@@ -61,6 +61,20 @@ pub struct RepoStatus {
     pub last_error: Option<String>,
 }
 
+/// The push-up outbox (ReadWrite): what clients pushed here that the parent does not have yet.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStatus {
+    /// Changes waiting to be sent.
+    pub pending_count: u64,
+    /// Bytes of manifests and blobs they carry.
+    pub pending_bytes: u64,
+    /// Age of the oldest waiting change.
+    pub oldest_pending_seconds: Option<u64>,
+    /// Why the last push-up failed, if it did.
+    pub last_error: Option<String>,
+}
+
 /// The whole status, as served by `/acr/v1/status` and printed by `connected-registry status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +97,8 @@ pub struct StatusReport {
     pub repositories: Vec<RepoStatus>,
     /// Sync passes finished since the process started (successful or not).
     pub sync_passes: u64,
+    /// The push-up outbox.
+    pub outbox: OutboxStatus,
     /// When this report was made.
     pub updated: String,
 }
@@ -124,6 +140,7 @@ struct Inner {
     window_end: Option<String>,
     repos: BTreeMap<String, RepoEntry>,
     passes: u64,
+    outbox: OutboxStatus,
 }
 
 /// Shared, updatable sync status.
@@ -150,6 +167,7 @@ impl Status {
                 window_end: None,
                 repos: BTreeMap::new(),
                 passes: 0,
+                outbox: OutboxStatus::default(),
             }),
         }
     }
@@ -209,6 +227,24 @@ impl Status {
     /// Drops the conditions whose code satisfies `pred` (they no longer hold).
     pub fn clear_details(&self, pred: impl Fn(&str) -> bool) {
         self.with(|i| i.details.retain(|d| !pred(&d.code)));
+    }
+
+    /// Sets the outbox figures (the last error is kept unless `error` says otherwise).
+    pub fn set_outbox(
+        &self,
+        count: u64,
+        bytes: u64,
+        oldest: Option<u64>,
+        error: Option<Option<String>>,
+    ) {
+        self.with(|i| {
+            i.outbox.pending_count = count;
+            i.outbox.pending_bytes = bytes;
+            i.outbox.oldest_pending_seconds = oldest;
+            if let Some(e) = error {
+                i.outbox.last_error = e;
+            }
+        });
     }
 
     /// Counts a finished sync pass (successful or not).
@@ -309,6 +345,7 @@ impl Status {
                 window_end: i.window_end.clone(),
                 repositories,
                 sync_passes: i.passes,
+                outbox: i.outbox.clone(),
                 updated: rfc3339(Utc::now()),
             }
         })

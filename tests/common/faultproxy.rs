@@ -34,6 +34,8 @@ struct Shared {
     down: AtomicBool,
     /// 0: never cut; otherwise downstream bytes per connection before it is cut.
     cut_every: AtomicU64,
+    /// 0: never cut; otherwise upstream bytes per connection before it is cut.
+    cut_every_up: AtomicU64,
     /// 0: no delay; otherwise microseconds slept before forwarding each chunk.
     delay_us: AtomicU64,
     bytes_down: AtomicU64,
@@ -111,7 +113,12 @@ impl FaultProxy {
         self.shared.cut_every.store(v, SeqCst);
     }
 
-    /// Connections cut by `set_cut_every` so far.
+    /// Cuts each connection after it carried `bytes` upstream (client to target): uploads.
+    pub fn set_cut_every_up(&self, bytes: Option<u64>) {
+        self.shared.cut_every_up.store(bytes.unwrap_or(0), SeqCst);
+    }
+
+    /// Connections cut by `set_cut_every` or `set_cut_every_up` so far.
     pub fn cuts(&self) -> u64 {
         self.shared.cuts.load(SeqCst)
     }
@@ -285,11 +292,12 @@ fn pump(mut from: TcpStream, mut to: &TcpStream, downstream: bool, conn: &Conn, 
         if sh.stop.load(SeqCst) || sh.down.load(SeqCst) {
             break;
         }
-        let limit = if downstream {
-            Some(sh.cut_every.load(SeqCst)).filter(|l| *l > 0)
+        let budget = if downstream {
+            &sh.cut_every
         } else {
-            None
+            &sh.cut_every_up
         };
+        let limit = Some(budget.load(SeqCst)).filter(|l| *l > 0);
         let n = limit.map_or(n, |l| n.min(l.saturating_sub(carried) as usize));
         if !downstream {
             record_requests(&mut line, &buf[..n], sh);

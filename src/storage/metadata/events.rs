@@ -93,28 +93,57 @@ pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The columns every event query reads, in `row_event` order.
+const COLUMNS: &str = "seq, time, repo, action, tag, digest, previous, media_type, size, origin";
+
+fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        seq: r.get(0)?,
+        time: r.get(1)?,
+        repo: r.get(2)?,
+        action: r.get(3)?,
+        tag: r.get(4)?,
+        digest: r.get(5)?,
+        previous: r.get(6)?,
+        media_type: r.get(7)?,
+        size: r.get(8)?,
+        origin: Origin::parse(&r.get::<_, String>(9)?),
+    })
+}
+
 impl Metadata {
+    /// Client-made events of `repo` after `after`, oldest first, at most `limit`: the push-up
+    /// outbox of one repository.
+    pub fn client_events(&self, repo: &str, after: i64, limit: usize) -> Result<Vec<Event>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events
+                 WHERE repo = ?1 AND seq > ?2 AND origin = 'client' ORDER BY seq LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![repo, after, limit as i64], row_event)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    /// How many client-made events of `repo` after `after` wait, and the oldest one's time.
+    pub fn outbox_size(&self, repo: &str, after: i64) -> Result<(u64, Option<i64>)> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*), min(time) FROM events
+                 WHERE repo = ?1 AND seq > ?2 AND origin = 'client'",
+                params![repo, after],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )?)
+        })
+    }
+
     /// Events with a sequence number above `after`, oldest first, at most `limit`.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq, time, repo, action, tag, digest, previous, media_type, size, origin
-                 FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![after, limit as i64], |r| {
-                Ok(Event {
-                    seq: r.get(0)?,
-                    time: r.get(1)?,
-                    repo: r.get(2)?,
-                    action: r.get(3)?,
-                    tag: r.get(4)?,
-                    digest: r.get(5)?,
-                    previous: r.get(6)?,
-                    media_type: r.get(7)?,
-                    size: r.get(8)?,
-                    origin: Origin::parse(&r.get::<_, String>(9)?),
-                })
-            })?;
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![after, limit as i64], row_event)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
     }

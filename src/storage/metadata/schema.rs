@@ -106,6 +106,7 @@ INSERT INTO access_generation (id, value) VALUES (1, 0);
 /// from `connected-registry sync now`).
 const V3: &str = "
 ALTER TABLE events ADD COLUMN origin TEXT NOT NULL DEFAULT 'client';
+CREATE INDEX events_repo_seq ON events(repo, seq);
 CREATE TABLE sync_state (
     key     TEXT PRIMARY KEY,
     value   TEXT NOT NULL,

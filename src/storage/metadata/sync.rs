@@ -123,6 +123,35 @@ impl Metadata {
         })
     }
 
+    /// Repositories that link `digest` (candidates to mount it from at the parent).
+    pub fn repos_linking(&self, digest: &Digest) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT r.name FROM blob_links b JOIN repositories r ON r.id = b.repo_id
+                 WHERE b.digest = ?1 ORDER BY r.name LIMIT 8",
+            )?;
+            let rows = stmt.query_map([digest.as_str()], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+    }
+
+    /// Bytes of blobs that client manifest pushes of `repo` after event `after` reference.
+    pub fn outbox_bytes(&self, repo: &str, after: i64) -> Result<u64> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COALESCE(SUM(b.size), 0) + COALESCE((SELECT SUM(size) FROM events
+                     WHERE repo = ?1 AND seq > ?2 AND origin = 'client' AND action = 'manifest_put'), 0)
+                 FROM events e
+                 JOIN repositories r ON r.name = e.repo
+                 JOIN manifest_refs m ON m.repo_id = r.id AND m.parent = e.digest AND m.kind = 'blob'
+                 JOIN blob_links b ON b.repo_id = r.id AND b.digest = m.child
+                 WHERE e.repo = ?1 AND e.seq > ?2 AND e.origin = 'client' AND e.action = 'manifest_put'",
+                params![repo, after],
+                |r| r.get::<_, i64>(0),
+            )? as u64)
+        })
+    }
+
     /// A value of the sync state table (status snapshot, per-repository records, requests).
     pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
         self.read(|c| {

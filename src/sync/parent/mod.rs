@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod push;
 mod request;
 #[cfg(test)]
 mod tests;
@@ -21,6 +22,7 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::Method;
 
 pub use error::ParentError;
+pub use push::{DeleteResult, MountResult, UploadSession};
 
 use crate::registry::{media_types, Algorithm, Digest};
 use request::{

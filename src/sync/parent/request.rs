@@ -16,7 +16,7 @@ const ERROR_BODY_MAX: usize = 64 * 1024;
 
 /// What goes into `Authorization`.
 #[derive(Clone, PartialEq, Eq)]
-enum Cred {
+pub(super) enum Cred {
     Basic,
     Bearer(String),
 }
@@ -62,7 +62,7 @@ impl ParentClient {
     }
 
     /// A cached token, a fresh one when the token service is known, Basic when asked before.
-    async fn initial_cred(
+    pub(super) async fn initial_cred(
         &self,
         key: &str,
         scopes: &[String],
@@ -84,7 +84,7 @@ impl ParentClient {
     }
 
     /// The credentials a 401's challenges call for; `None` when nothing new can be tried.
-    async fn answer(
+    pub(super) async fn answer(
         &self,
         key: &str,
         scopes: &[String],
