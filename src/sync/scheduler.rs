@@ -133,6 +133,16 @@ async fn run_once(
     policy: &Arc<SyncPolicy>,
     deadline: Option<chrono::DateTime<Utc>>,
 ) -> Result<(), ()> {
+    // While offline, a cheap probe first: the state says Syncing only once the parent answers.
+    if svc.status.state() == ConnectionState::Offline {
+        if let Err(e) = svc.parent.ping().await {
+            if e.is_transient() {
+                let e = SyncError::from(e);
+                svc.status.detail(e.code(), e.to_string());
+                return Err(());
+            }
+        }
+    }
     svc.status.set_state(ConnectionState::Syncing);
     persist(svc);
     let stop = Arc::new(AtomicBool::new(false));

@@ -240,13 +240,16 @@ impl Transfers {
                 Err(e) => {
                     tokio::task::block_in_place(|| writer.sync())?;
                     let progressed = writer.offset() > offset;
-                    failures = if progressed { 1 } else { failures + 1 };
+                    // A cut after progress resumes at once; only repeated failures back off.
+                    failures = if progressed { 0 } else { failures + 1 };
                     if !e.is_transient() || failures >= MAX_ATTEMPTS {
                         return Err(e);
                     }
                     tracing::info!(digest = %job.digest, offset = writer.offset(), error = %e, "blob download interrupted; resuming");
-                    tokio::time::sleep(super::backoff::delay(failures, Duration::from_secs(10)))
-                        .await;
+                    if failures > 0 {
+                        let wait = super::backoff::delay(failures, Duration::from_secs(10));
+                        tokio::time::sleep(wait).await;
+                    }
                 }
             }
         }
@@ -277,10 +280,18 @@ impl Transfers {
     ) -> Result<bool, SyncError> {
         let offset = writer.offset();
         let ranged = offset > 0 || total.is_some_and(|t| t > want);
-        let len = if ranged { Some(want.max(1)) } else { None };
+        // Resuming without knowing the size, ask from one byte early: a partial file that
+        // already holds the whole blob (a crash before it was committed) then gets 206 with
+        // the size instead of 416 on every attempt. The byte is skipped below.
+        let back = u64::from(offset > 0 && total.is_none());
+        let len = if ranged {
+            Some(want.max(1) + back)
+        } else {
+            None
+        };
         let Some(mut stream) = job
             .parent
-            .blob(&job.repo, job.digest.as_str(), offset, len)
+            .blob(&job.repo, job.digest.as_str(), offset - back, len)
             .await?
         else {
             return Err(SyncError::Parent(super::parent::ParentError::NotFound));
@@ -330,7 +341,7 @@ impl Transfers {
             }
         }
         writer.flush()?;
-        Ok(len.is_some_and(|l| received < l) || !ranged)
+        Ok(len.is_some_and(|l| received + back < l) || !ranged)
     }
 }
 

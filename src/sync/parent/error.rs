@@ -75,7 +75,14 @@ impl ParentError {
             text.push_str(&s.to_string());
             source = s.source();
         }
-        if e.is_decode() {
+        // reqwest reports every failure while reading a body (a dropped link, a read timeout)
+        // as a decode error: only one without a body failure underneath is the parent's fault.
+        let body_failed = std::iter::successors(e.source(), |s| (*s).source()).any(|s| {
+            s.downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_body() || r.is_timeout())
+                || s.is::<std::io::Error>()
+        });
+        if e.is_decode() && !body_failed {
             return ParentError::Protocol(clip(&text));
         }
         ParentError::Unreachable(clip(&text))
