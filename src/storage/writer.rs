@@ -79,10 +79,11 @@ impl BlobWriter {
             self.flush()?;
         }
         if data.len() >= BUFFER {
-            return self
-                .file
-                .write_all(data)
-                .map_err(|e| StorageError::io("writing upload data", e));
+            if let Err(e) = self.file.write_all(data) {
+                self.recover();
+                return Err(StorageError::io("writing upload data", e));
+            }
+            return Ok(());
         }
         if self.buf.capacity() == 0 {
             self.buf.reserve_exact(BUFFER);
@@ -98,7 +99,21 @@ impl BlobWriter {
         }
         let res = self.file.write_all(&self.buf);
         self.buf.clear();
-        res.map_err(|e| StorageError::io("writing upload data", e))
+        if let Err(e) = res {
+            self.recover();
+            return Err(StorageError::io("writing upload data", e));
+        }
+        Ok(())
+    }
+
+    /// After a failed write (disk full) the file holds fewer bytes than were accepted: forget
+    /// the buffer and the running hash and carry on from what the file really holds.
+    fn recover(&mut self) {
+        self.buf.clear();
+        self.hasher = None;
+        if let Ok(len) = self.file.seek(SeekFrom::End(0)) {
+            self.offset = len;
+        }
     }
 
     /// Flushes and fsyncs, so the bytes accepted so far survive a power cut.
@@ -123,6 +138,16 @@ impl BlobWriter {
     /// Flushes, fsyncs and checks the content against `expected`; returns the size.
     pub fn verify(&mut self, expected: &Digest) -> Result<u64> {
         self.sync()?;
+        // Belt and braces: the running hash only counts when the file holds every byte.
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| StorageError::io("reading upload size", e))?
+            .len();
+        if len != self.offset {
+            self.hasher = None;
+            self.offset = len;
+        }
         let actual = match self.hasher.take() {
             Some(h) if h.algorithm() == expected.algorithm() => h.finalize(),
             _ => self.rehash(expected.algorithm())?,

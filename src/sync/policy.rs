@@ -374,10 +374,19 @@ fn regex(key: &'static str, pattern: Option<String>) -> Result<Option<Regex>, Co
     pattern
         .map(|p| {
             Regex::new(&p).map_err(|e| {
+                // A syntax error is several lines (pattern, caret, reason): keep the reason, so
+                // the startup error and the status detail stay one line.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .map(str::trim)
+                    .rfind(|l| !l.is_empty())
+                    .unwrap_or_default();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason);
                 bad(
                     key,
                     format!(
-                        "'{}' is not a regular expression (Rust regex syntax): {e}",
+                        "'{}' is not a regular expression (Rust regex syntax): {reason}",
                         echo(&p)
                     ),
                 )

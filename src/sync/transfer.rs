@@ -18,6 +18,7 @@ use super::parent::ParentClient;
 use super::status::Progress;
 use crate::registry::Digest;
 use crate::storage::writer::BlobWriter;
+use crate::storage::StorageError;
 use crate::storage::Store;
 
 /// Bytes gathered before the partial file is written, so followers see progress.
@@ -237,6 +238,7 @@ impl Transfers {
                         total = Some(writer.offset());
                     }
                 }
+                Err(e @ SyncError::Storage(StorageError::NoSpace)) => return Err(e),
                 Err(e) => {
                     tokio::task::block_in_place(|| writer.sync())?;
                     let progressed = writer.offset() > offset;
