@@ -4,20 +4,23 @@
 //! (DESIGN.md §2, §6); [`PolicyFile`] re-reads the file when it changes so a running server applies
 //! edits without a restart.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
+use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 
 use super::schedule::Schedule;
 use crate::config::{parse_duration, ConfigError, Mode};
 use crate::registry::{echo, RepoName};
 
+mod file;
+mod filters;
 #[cfg(test)]
 mod tests;
+
+pub use file::PolicyFile;
+pub use filters::{Platform, TagFilter};
 
 /// Pause between continuous syncs when `sync.interval` is not set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -73,101 +76,6 @@ impl Default for SyncPolicy {
             tags: TagFilter::default(),
             referrers: true,
         }
-    }
-}
-
-/// One `platforms` entry: `os/arch` (any variant) or `os/arch/variant` (that variant only).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Platform {
-    /// Operating system, e.g. `linux`.
-    pub os: String,
-    /// Architecture in Go's spelling, e.g. `amd64`, `arm64`.
-    pub arch: String,
-    /// CPU variant, e.g. `v7`; `None` matches every variant.
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// Parses `os/arch` or `os/arch/variant` (lowercased; `x86_64` and `aarch64` become `amd64` and
-    /// `arm64`).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let lower = s.trim().to_ascii_lowercase();
-        let parts: Vec<&str> = lower.split('/').collect();
-        let valid = |p: &&str| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        };
-        if !(2..=3).contains(&parts.len()) || !parts.iter().all(valid) {
-            return Err(format!(
-                "'{}' is not a platform like linux/amd64 or linux/arm/v7 (os/arch or os/arch/variant)",
-                echo(s)
-            ));
-        }
-        Ok(Platform {
-            os: parts[0].to_owned(),
-            arch: normal_arch(parts[1]).to_owned(),
-            variant: parts.get(2).map(|v| (*v).to_owned()),
-        })
-    }
-
-    /// Whether a manifest for `os`/`arch`/`variant` is selected by this entry (an `arm64` manifest
-    /// without a variant counts as `v8`).
-    pub fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
-        let arch = normal_arch(arch);
-        if !self.os.eq_ignore_ascii_case(os) || !self.arch.eq_ignore_ascii_case(arch) {
-            return false;
-        }
-        let Some(want) = &self.variant else {
-            return true;
-        };
-        let default = arch.eq_ignore_ascii_case("arm64").then_some("v8");
-        variant
-            .or(default)
-            .is_some_and(|v| v.eq_ignore_ascii_case(want))
-    }
-}
-
-/// Go's name for an architecture people also spell otherwise.
-fn normal_arch(arch: &str) -> &str {
-    match arch {
-        "x86_64" | "x86-64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        match &self.variant {
-            Some(v) => write!(f, "/{v}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Tag selection: a tag is synced when `include` (if any) matches and `exclude` (if any) does not.
-#[derive(Debug, Clone, Default)]
-pub struct TagFilter {
-    /// Tags must match this (unanchored) regex.
-    pub include: Option<Regex>,
-    /// Tags must not match this (unanchored) regex.
-    pub exclude: Option<Regex>,
-}
-
-impl TagFilter {
-    /// Whether `tag` passes the filter.
-    pub fn selects(&self, tag: &str) -> bool {
-        self.include.as_ref().is_none_or(|r| r.is_match(tag))
-            && !self.exclude.as_ref().is_some_and(|r| r.is_match(tag))
-    }
-}
-
-impl PartialEq for TagFilter {
-    fn eq(&self, other: &Self) -> bool {
-        let text = |r: &Option<Regex>| r.as_ref().map(|r| r.as_str().to_owned());
-        text(&self.include) == text(&other.include) && text(&self.exclude) == text(&other.exclude)
     }
 }
 
@@ -444,78 +352,4 @@ fn locate(text: &str, e: &toml::de::Error) -> String {
     let line_no = text[..start].matches('\n').count() + 1;
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     format!("line {line_no} (`{line}`): {}", e.message())
-}
-
-/// The config file watched for edits, so a running server applies a changed policy.
-#[derive(Debug)]
-pub struct PolicyFile {
-    path: Option<PathBuf>,
-    last: Option<Seen>,
-}
-
-/// What the last poll found.
-#[derive(Debug, PartialEq, Eq)]
-enum Seen {
-    NoFile,
-    Missing,
-    Unreadable(std::io::ErrorKind),
-    Content {
-        mtime: Option<SystemTime>,
-        len: usize,
-        hash: [u8; 32],
-    },
-}
-
-impl PolicyFile {
-    /// Watches `path`; `None` (no `--config`) yields the default policy once.
-    pub fn new(path: Option<PathBuf>) -> Self {
-        PolicyFile { path, last: None }
-    }
-
-    /// The policy when the file changed since the last poll (mtime, length or content), else
-    /// `None`; the first poll always answers. A file that cannot be read or parsed is reported
-    /// once as an error: keep the last good policy until it is fixed.
-    pub fn poll(&mut self) -> Option<Result<SyncPolicy, ConfigError>> {
-        let Some(path) = &self.path else {
-            return self
-                .last
-                .replace(Seen::NoFile)
-                .is_none()
-                .then(|| Ok(SyncPolicy::default()));
-        };
-        let (seen, result) = match std::fs::read(path) {
-            Ok(bytes) => {
-                let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-                let seen = Seen::Content {
-                    mtime,
-                    len: bytes.len(),
-                    hash: Sha256::digest(&bytes).into(),
-                };
-                let result = match std::str::from_utf8(&bytes) {
-                    Ok(text) => SyncPolicy::from_toml_str(text, path),
-                    Err(e) => Err(ConfigError::Parse {
-                        path: path.clone(),
-                        message: format!("not UTF-8 text ({e})"),
-                    }),
-                };
-                (seen, result)
-            }
-            Err(source) => {
-                let seen = match source.kind() {
-                    std::io::ErrorKind::NotFound => Seen::Missing,
-                    kind => Seen::Unreadable(kind),
-                };
-                let error = ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                };
-                (seen, Err(error))
-            }
-        };
-        if self.last.as_ref() == Some(&seen) {
-            return None;
-        }
-        self.last = Some(seen);
-        Some(result)
-    }
 }
