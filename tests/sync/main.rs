@@ -9,9 +9,12 @@ mod chain;
 mod faults;
 mod fetch;
 mod https;
+mod layers;
 mod manual;
 mod mirror;
 mod policy;
+mod pushfaults;
+mod pushup;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -59,6 +62,11 @@ pub fn policy_for(repos: &[&str], extra: &str) -> String {
         "mode = \"ReadOnly\"\n[sync]\nrepositories = [{}]\ninterval = \"1s\"\n{extra}\n",
         list.join(", ")
     )
+}
+
+/// A ReadWrite policy for `repos` that syncs every second.
+pub fn policy_rw(repos: &[&str], extra: &str) -> String {
+    policy_for(repos, extra).replace("mode = \"ReadOnly\"", "mode = \"ReadWrite\"")
 }
 
 /// `GET /acr/v1/status` of a child.
