@@ -22,7 +22,12 @@ pub async fn health(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
     Ok(match &state.sync {
-        Some(s) => HttpResponse::Ok().json(s.status.report()),
+        Some(s) => {
+            // The outbox grows with every client push: count it now, not at the last pass.
+            let svc = s.clone();
+            let _ = web::block(move || svc.refresh_outbox(None)).await;
+            HttpResponse::Ok().json(s.status.report())
+        }
         None => HttpResponse::Ok().json(json!({
             "connectionState": "Online",
             "mode": "ReadWrite",

@@ -108,7 +108,15 @@ impl Puller {
             .map_err(|_| SyncError::Invalid(format!("the parent gave a bad digest for {tag}")))?;
         if here.as_ref() != Some(&head.digest) {
             self.ensure_manifest(repo, &digest, 0).await?;
-            local(|| self.store.meta.set_tag_as(Origin::Sync, repo, &t, &digest))?;
+            // Only if no client moved the tag since the snapshot: that move waits in the outbox.
+            let set = local(|| {
+                self.store
+                    .meta
+                    .set_tag_if(Origin::Sync, repo, &t, &digest, here.as_deref())
+            })?;
+            if !set {
+                tracing::debug!(repo = %repo.as_str(), tag, "tag moved here meanwhile; left for push-up");
+            }
         }
         if self.policy.referrers {
             self.sync_referrers(repo, &digest).await?;

@@ -26,6 +26,8 @@ pub const CURSOR_PREFIX: &str = "pushed:";
 const UPLOAD_PREFIX: &str = "upload:";
 /// Events read from the outbox at a time.
 const BATCH: usize = 100;
+/// Consecutive failed chunks without progress before an upload waits for the next pass.
+const MAX_ATTEMPTS: u32 = 6;
 /// Deepest nesting followed when pushing (index → manifest).
 const MAX_DEPTH: u32 = 4;
 
@@ -258,6 +260,9 @@ impl Pusher {
             .await?
             .is_some()
         {
+            // A kill between the last PUT and forgetting the session leaves its key behind.
+            let key = format!("{UPLOAD_PREFIX}{}@{digest}", repo.as_str());
+            self.save(&key, None)?;
             return Ok(());
         }
         let key = format!("{UPLOAD_PREFIX}{}@{digest}", repo.as_str());
@@ -291,6 +296,7 @@ impl Pusher {
             None => return Err(SyncError::Invalid(format!("blob {digest} is missing here"))),
         };
         self.save(&key, Some(&session))?;
+        let mut failures = 0u32;
         while session.offset < size {
             if self.stop.load(Ordering::SeqCst) {
                 return Err(SyncError::Stopped("sync window closed"));
@@ -298,8 +304,36 @@ impl Pusher {
             let len = self.policy.chunk_size.min(size - session.offset);
             let body =
                 super::upload::file_body(path.clone(), session.offset, len, self.transfers.clone());
+            let before = session.offset;
             match self.parent.upload_chunk(&mut session, body, len).await {
-                Ok(()) => self.save(&key, Some(&session))?,
+                Ok(()) => {
+                    failures = 0;
+                    self.save(&key, Some(&session))?;
+                }
+                Err(e) if e.is_transient() && failures + 1 < MAX_ATTEMPTS => {
+                    // A cut link: ask the parent how far it got and go on from there, within
+                    // this pass (repeated failures without progress back off, then give up).
+                    tracing::info!(%digest, offset = before, error = %e, "upload interrupted; resuming");
+                    match self.parent.upload_status(&session).await {
+                        Ok(Some(s)) => {
+                            failures = if s.offset > before { 0 } else { failures + 1 };
+                            session = s;
+                            self.save(&key, Some(&session))?;
+                        }
+                        Ok(None) => {
+                            failures += 1;
+                            session = self.parent.start_upload(repo.as_str()).await?;
+                            self.save(&key, Some(&session))?;
+                        }
+                        Err(e) if e.is_transient() => failures += 1,
+                        Err(e) => return Err(e.into()),
+                    }
+                    if failures > 0 {
+                        let wait =
+                            super::backoff::delay(failures, std::time::Duration::from_secs(10));
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 Err(ParentError::Protocol(m)) => {
                     // The parent disagrees about the offset (some append at their own offset
                     // whatever Content-Range says): its copy cannot be trusted, start over.

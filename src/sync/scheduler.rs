@@ -13,7 +13,7 @@ use super::backoff;
 use super::error::SyncError;
 use super::policy::{PolicyFile, SyncPolicy};
 use super::pulldown::Puller;
-use super::pushup::{cursor_key, Pusher};
+use super::pushup::Pusher;
 use super::service::SyncService;
 use super::status::ConnectionState;
 use super::transfer::Stop;
@@ -119,6 +119,7 @@ fn read_counter(svc: &SyncService) -> Option<String> {
 
 /// Saves the status report so `connected-registry status` can show it.
 pub fn persist(svc: &SyncService) {
+    local(|| svc.refresh_outbox(None));
     let report = svc.status.report();
     if let Ok(json) = serde_json::to_string(&report) {
         if let Err(e) = local(|| svc.store.meta.set_sync_state(STATUS_KEY, Some(&json))) {
@@ -303,24 +304,6 @@ async fn push_up(
 }
 
 /// Recomputes the outbox figures over every repository of the policy.
-fn update_outbox(svc: &SyncService, policy: &SyncPolicy, error: Option<Option<String>>) {
-    let (mut count, mut bytes, mut oldest) = (0u64, 0u64, None::<i64>);
-    for repo in &policy.repositories {
-        let name = repo.as_str();
-        let cursor = local(|| svc.store.meta.sync_state(&cursor_key(name)))
-            .ok()
-            .flatten()
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0);
-        if let Ok((n, first)) = local(|| svc.store.meta.outbox_size(name, cursor)) {
-            count += n;
-            oldest = match (oldest, first) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        bytes += local(|| svc.store.meta.outbox_bytes(name, cursor)).unwrap_or(0);
-    }
-    let age = oldest.map(|t| (crate::storage::fsutil::now_secs() - t).max(0) as u64);
-    svc.status.set_outbox(count, bytes, age, error);
+fn update_outbox(svc: &SyncService, _policy: &SyncPolicy, error: Option<Option<String>>) {
+    local(|| svc.refresh_outbox(error));
 }

@@ -155,6 +155,36 @@ impl SyncService {
         self.policy().includes_repository(repo)
     }
 
+    /// Recomputes the outbox figures from the event log (blocking; cheap queries). In
+    /// ReadOnly there is no outbox. `error` replaces the last push-up error when given.
+    pub fn refresh_outbox(&self, error: Option<Option<String>>) {
+        let policy = self.policy();
+        if policy.mode != Mode::ReadWrite {
+            return;
+        }
+        let meta = &self.store.meta;
+        let (mut count, mut bytes, mut oldest) = (0u64, 0u64, None::<i64>);
+        for repo in &policy.repositories {
+            let name = repo.as_str();
+            let cursor = meta
+                .sync_state(&super::pushup::cursor_key(name))
+                .ok()
+                .flatten()
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            if let Ok((n, first)) = meta.outbox_size(name, cursor) {
+                count += n;
+                oldest = match (oldest, first) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            bytes += meta.outbox_bytes(name, cursor).unwrap_or(0);
+        }
+        let age = oldest.map(|t| (crate::storage::fsutil::now_secs() - t).max(0) as u64);
+        self.status.set_outbox(count, bytes, age, error);
+    }
+
     /// Asks for a sync now.
     pub fn request_sync(&self) {
         self.requested.store(true, Ordering::SeqCst);

@@ -83,6 +83,30 @@ impl Metadata {
         tag: &Tag,
         digest: &Digest,
     ) -> Result<bool> {
+        self.set_tag_checked(origin, repo, tag, digest, None)
+    }
+
+    /// `set_tag_as`, but only while the tag still points at `expected` (`None`: absent), so a
+    /// client's move made meanwhile is never overwritten; false when it moved.
+    pub fn set_tag_if(
+        &self,
+        origin: Origin,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        expected: Option<&str>,
+    ) -> Result<bool> {
+        self.set_tag_checked(origin, repo, tag, digest, Some(expected))
+    }
+
+    fn set_tag_checked(
+        &self,
+        origin: Origin,
+        repo: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        expected: Option<Option<&str>>,
+    ) -> Result<bool> {
         self.write(|tx| {
             let Some(id) = repo_id(tx, repo)? else {
                 return Ok(false);
@@ -100,6 +124,9 @@ impl Metadata {
             let previous = tag_target(tx, id, tag.as_str())?;
             if previous.as_deref() == Some(digest.as_str()) {
                 return Ok(true);
+            }
+            if expected.is_some_and(|e| e != previous.as_deref()) {
+                return Ok(false);
             }
             tx.prepare_cached(
                 "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
