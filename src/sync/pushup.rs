@@ -121,8 +121,13 @@ impl Pusher {
                 self.push_tag(repo, tag, &digest, ev.previous.as_deref())
                     .await
             }
-            ("tag_delete", Some(tag)) => self.delete(repo, tag).await,
-            ("manifest_delete", _) => self.delete(repo, digest.as_str()).await,
+            ("tag_delete", Some(tag)) => {
+                // A manifest deleted here logs its tags' deletes first; the manifest delete that
+                // follows removes them at the parent too, so a refusal here is no news.
+                let gone = self.local_manifest(repo, &digest)?.is_none();
+                self.delete(repo, tag, !gone).await
+            }
+            ("manifest_delete", _) => self.delete(repo, digest.as_str(), true).await,
             _ => Ok(()),
         }
     }
@@ -164,16 +169,22 @@ impl Pusher {
     }
 
     /// Deletes `reference` at the parent when it allows; a refusal is reported, not retried.
-    async fn delete(&self, repo: &RepoName, reference: &str) -> Result<(), SyncError> {
+    async fn delete(
+        &self,
+        repo: &RepoName,
+        reference: &str,
+        report: bool,
+    ) -> Result<(), SyncError> {
         match self.parent.delete_manifest(repo.as_str(), reference).await {
             Ok(DeleteResult::Deleted | DeleteResult::NotFound) | Err(ParentError::NotFound) => {
                 Ok(())
             }
+            Ok(DeleteResult::Unsupported) if !report => Ok(()),
             Ok(DeleteResult::Unsupported) => {
                 self.status.append_detail(
                     "DeleteUnsupported",
                     format!(
-                        "the parent cannot delete {}:{reference}; deleted here only",
+                        "the parent cannot delete {}:{reference}; in ReadWrite the next sync brings it back from the parent",
                         repo.as_str()
                     ),
                 );
