@@ -26,7 +26,7 @@ pub fn sync(data: DataDir, cmd: SyncCmd) -> ExitCode {
             Ok(json!({"sync": "requested", "request": n}))
         }),
     };
-    finish(r, "sync")
+    finish(r, "sync requested: a running registry starts it within a second")
 }
 
 /// Prints the last status the registry saved (connection state, last sync, progress).
@@ -45,5 +45,5 @@ pub fn status(data: DataDir) -> ExitCode {
             })),
         }
     });
-    finish(r, "status")
+    finish(r, "ok")
 }
