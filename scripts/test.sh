@@ -10,29 +10,9 @@ PACKAGES=(
   skopeo podman docker.io containerd docker-registry nginx
 )
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "==> installing test dependencies: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # policy-rc.d keeps package scripts from starting system daemons: tests start their own.
-    own_policy=0
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-      own_policy=1
-    fi
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
-  else
-    echo "missing Debian packages: ${missing[*]}" >&2
-    echo "run this script as root (sudo $0) to install them" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/deps.sh
+source scripts/deps.sh
+ensure_packages "${PACKAGES[@]}"
 
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
@@ -44,4 +24,6 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+echo "==> benchmark smoke run (no timings checked)"
+cargo test --locked --bench registry -- --smoke
 echo "==> all tests passed"

@@ -1,0 +1,251 @@
+//! Side-by-side benchmark of connected-registry against Debian's `docker-registry` (the CNCF
+//! distribution reference server), both on loopback without authentication, with filesystem
+//! storage in fresh directories, measured in the same run one after the other.
+//!
+//! `cargo bench --bench registry` runs the full benchmark (minutes); `-- --smoke` shrinks every
+//! size and duration so the run takes seconds and only proves everything still works (it fails
+//! on a failed request or a wrong digest, never on a timing). `scripts/bench.sh` wraps both.
+//! Results: a table on stdout and `target/bench/results.md`.
+
+mod content;
+mod http;
+mod load;
+mod mirror;
+mod proc;
+mod relay;
+mod report;
+mod scenarios;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use report::{Better, Report};
+use servers::Server;
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// A smoke run (tiny sizes).
+    pub smoke: bool,
+    /// The pushed and pulled blob.
+    pub blob_size: usize,
+    /// Chunk size of the chunked push.
+    pub chunk_size: usize,
+    /// Repetitions of the push, pull and mirror measurements (medians are reported).
+    pub rounds: usize,
+    /// About how many bytes each pull measurement moves.
+    pub pull_bytes: u64,
+    /// Duration of each manifest and tags/list load.
+    pub load: Duration,
+    /// Tags of the tags/list and no-change sync repositories.
+    pub tags: usize,
+    /// Layers of the mirrored image.
+    pub mirror_layers: usize,
+    /// Size of each mirrored layer.
+    pub mirror_layer_size: usize,
+    /// How long the servers sit idle after start before their RSS is read.
+    pub idle_wait: Duration,
+}
+
+impl Config {
+    /// The full benchmark, as the issue specifies it.
+    fn full() -> Config {
+        Config {
+            smoke: false,
+            blob_size: 256 << 20,
+            chunk_size: 8 << 20,
+            rounds: 3,
+            pull_bytes: 4 << 30,
+            load: Duration::from_secs(10),
+            tags: 1000,
+            mirror_layers: 5,
+            mirror_layer_size: 40 << 20,
+            idle_wait: Duration::from_secs(2),
+        }
+    }
+
+    /// Everything shrunk so a run takes seconds.
+    fn smoke() -> Config {
+        Config {
+            smoke: true,
+            blob_size: 8 << 20,
+            chunk_size: 2 << 20,
+            rounds: 1,
+            pull_bytes: 16 << 20,
+            load: Duration::from_millis(500),
+            tags: 50,
+            mirror_layers: 5,
+            mirror_layer_size: 1 << 20,
+            idle_wait: Duration::from_millis(200),
+        }
+    }
+}
+
+/// How to run the benchmark.
+const USAGE: &str =
+    "usage: cargo bench --bench registry [-- --smoke]   (or scripts/bench.sh [--smoke])";
+
+/// Parses the arguments: `Some(config)`, or `None` when there is nothing to do: `cargo test`
+/// runs bench targets without `--bench` (passing its own options, e.g. `--test-threads=2`,
+/// which are ignored then), and the benchmark is not a test.
+fn parse_args() -> Option<Config> {
+    let (mut bench, mut smoke, mut unknown) = (false, false, Vec::new());
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--bench" => bench = true,
+            "--smoke" => smoke = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ => unknown.push(a),
+        }
+    }
+    if !bench && !smoke {
+        return None;
+    }
+    if !unknown.is_empty() {
+        eprintln!("unknown arguments {unknown:?}\n{USAGE}");
+        std::process::exit(2);
+    }
+    Some(if smoke {
+        Config::smoke()
+    } else {
+        Config::full()
+    })
+}
+
+/// The connected-registry binary cargo built for this bench (`target/release/` under
+/// `cargo bench`) and the target directory it lives in.
+fn server_binary() -> (PathBuf, PathBuf) {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_connected-registry"));
+    if !bin.is_file() {
+        panic!(
+            "{} is missing: run `cargo build --release` (scripts/bench.sh does)",
+            bin.display()
+        );
+    }
+    let target = bin
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    (bin, target)
+}
+
+/// The first line a program prints for `--version`.
+fn version(program: &str) -> String {
+    std::process::Command::new(program)
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Idle RSS of both servers shortly after their start.
+fn idle_rss(servers: &[Server; 2], cfg: &Config, report: &mut Report) {
+    std::thread::sleep(cfg.idle_wait);
+    let [r, o] = servers
+        .each_ref()
+        .map(|s| proc::rss(s.pid()) as f64 / proc::MIB);
+    report.add(
+        "idle RSS after start",
+        "MiB",
+        Some(r),
+        Some(o),
+        Better::Lower,
+    );
+}
+
+/// Prints both servers' RSS now (to see which phase drives the peak).
+fn rss_now(servers: &[Server; 2], phase: &str) {
+    let [r, o] = servers
+        .each_ref()
+        .map(|s| proc::rss(s.pid()) as f64 / proc::MIB);
+    println!("    RSS after {phase}: reference {r:.1} MiB, connected-registry {o:.1} MiB");
+}
+
+/// Runs every measurement, prints the table and writes `target/bench/results.md`.
+fn main() {
+    let Some(cfg) = parse_args() else {
+        println!("registry bench: nothing to do under `cargo test`; {USAGE}");
+        return;
+    };
+    let (bin, target) = server_binary();
+    servers::require("docker-registry", "docker-registry");
+    servers::require("skopeo", "skopeo");
+    let run = servers::run_dir(&target);
+    let started = Instant::now();
+    let mode = if cfg.smoke { "smoke" } else { "full" };
+    let mut header = vec![
+        (
+            "date".to_owned(),
+            chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        ),
+        ("mode".to_owned(), mode.to_owned()),
+        ("machine".to_owned(), proc::machine()),
+        ("CPU".to_owned(), proc::cpu_model()),
+        ("cores".to_owned(), proc::cores().to_string()),
+        (
+            "connected-registry".to_owned(),
+            format!("{} ({})", env!("CARGO_PKG_VERSION"), bin.display()),
+        ),
+        ("reference".to_owned(), version("docker-registry")),
+        ("skopeo".to_owned(), version("skopeo")),
+        ("rounds".to_owned(), format!("{} (medians)", cfg.rounds)),
+    ];
+    for (k, v) in &header {
+        println!("{k}: {v}");
+    }
+    let mut report = Report::default();
+
+    println!("== single server: reference (docker-registry) then connected-registry, alternating");
+    let mut pair = [
+        Server::reference(run.path()),
+        Server::ours(&bin, run.path(), None),
+    ];
+    idle_rss(&pair, &cfg, &mut report);
+    let digest = scenarios::push(&mut pair, &cfg, &mut report);
+    rss_now(&pair, "push");
+    scenarios::pull(&mut pair, &cfg, &digest, &mut report);
+    rss_now(&pair, "pull");
+    scenarios::manifests(&mut pair, &cfg, &mut report);
+    rss_now(&pair, "manifest load");
+    scenarios::tags_list(&mut pair, &cfg, &mut report);
+    rss_now(&pair, "tags/list");
+    let [r, o] = pair
+        .each_ref()
+        .map(|s| proc::peak_rss(s.pid()) as f64 / proc::MIB);
+    report.add(
+        "peak RSS over the run above",
+        "MiB",
+        Some(r),
+        Some(o),
+        Better::Lower,
+    );
+    drop(pair);
+
+    println!("== mirroring from a reference parent");
+    let parent = Server::reference(run.path());
+    mirror::mirror(&bin, run.path(), &parent, &cfg, &mut report);
+    mirror::no_change_sync(&bin, run.path(), &parent, &cfg, &mut report);
+    drop(parent);
+
+    let took = started.elapsed();
+    header.push((
+        "run time".to_owned(),
+        format!("{:.0} s", took.as_secs_f64()),
+    ));
+    println!("\n{}", report.text());
+    let out = target.join("bench").join("results.md");
+    report.write(&out, &header);
+    println!(
+        "written to {} ({mode} run, {:.0} s)",
+        out.display(),
+        took.as_secs_f64()
+    );
+    drop(run);
+}
