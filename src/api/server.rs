@@ -11,6 +11,8 @@ use crate::auth::{admin, Authenticator};
 use crate::config::Settings;
 use crate::sync::SyncService;
 
+/// Blocking threads per HTTP worker (file reads, fsync, SQLite).
+const BLOCKING_THREADS: usize = 12;
 /// How often the server checks for access-control changes.
 const ACCESS_POLL: Duration = Duration::from_secs(2);
 use crate::storage::Store;
@@ -97,6 +99,9 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     })
     // Responses are written in pieces; Nagle would hold the tail for a delayed ACK.
     .tcp_nodelay(true)
+    // File reads and SQLite run on the blocking pool; a small cap keeps a burst of pulls from
+    // growing dozens of threads (each with its own stack and malloc arena) on a small gateway.
+    .worker_max_blocking_threads(BLOCKING_THREADS)
     .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
     let bind_err = |addr: std::net::SocketAddr| {
         move |source| ServeError::Bind {

@@ -26,7 +26,10 @@ pub fn sync(data: DataDir, cmd: SyncCmd) -> ExitCode {
             Ok(json!({"sync": "requested", "request": n}))
         }),
     };
-    finish(r, "sync requested: a running registry starts it within a second")
+    finish(
+        r,
+        "sync requested: a running registry starts it within a second",
+    )
 }
 
 /// Prints the last status the registry saved (connection state, last sync, progress).
