@@ -23,6 +23,7 @@ impl SyncService {
             progress: Arc::new(Progress::default()),
             stop: Arc::new(AtomicBool::new(false)),
             skip_tags: Default::default(),
+            seen: Default::default(),
         }
     }
 

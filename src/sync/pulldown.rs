@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 
@@ -42,6 +43,17 @@ pub struct Puller {
     pub stop: Stop,
     /// Tags with local changes still waiting in the push-up outbox: left alone.
     pub skip_tags: HashSet<String>,
+    /// What this pass learnt about the parent, so unchanged content costs few requests.
+    pub seen: PassCache,
+}
+
+/// Per-pass knowledge that spares requests: subjects whose referrers were already mirrored,
+/// whether the parent has a referrers API, and the parent's tags (for the tag-schema fallback).
+#[derive(Default)]
+pub struct PassCache {
+    referrers_done: Mutex<HashSet<String>>,
+    no_referrers_api: AtomicBool,
+    parent_tags: Mutex<HashSet<String>>,
 }
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, SyncError>> + Send + 'a>>;
@@ -54,6 +66,9 @@ impl Puller {
             Err(ParentError::NotFound) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        if let Ok(mut known) = self.seen.parent_tags.lock() {
+            known.extend(parent_tags.iter().cloned());
+        }
         let selected: Vec<String> = parent_tags
             .into_iter()
             .filter(|t| self.policy.tag_selected(t))
@@ -238,14 +253,41 @@ impl Puller {
     /// Mirrors the referrers (signatures, SBOMs) of `subject`: the referrers API, or the
     /// `<alg>-<hex>` tag schema when the parent has no such API.
     async fn sync_referrers(&self, repo: &RepoName, subject: &Digest) -> Result<(), SyncError> {
-        let listed = match self
-            .parent
-            .referrers(repo.as_str(), subject.as_str())
-            .await?
-        {
+        let first = self
+            .seen
+            .referrers_done
+            .lock()
+            .map(|mut done| done.insert(subject.to_string()))
+            .unwrap_or(true);
+        if !first {
+            return Ok(()); // many tags, one digest: its referrers were mirrored this pass
+        }
+        let api = if self.seen.no_referrers_api.load(Ordering::Relaxed) {
+            None
+        } else {
+            let r = self
+                .parent
+                .referrers(repo.as_str(), subject.as_str())
+                .await?;
+            if r.is_none() {
+                self.seen.no_referrers_api.store(true, Ordering::Relaxed);
+            }
+            r
+        };
+        let listed = match api {
             Some(list) => list,
             None => {
                 let tag = format!("{}-{}", subject.algorithm().name(), subject.hex());
+                // Without the API, referrers live under a tag the tag list already showed.
+                let listed_tag = self
+                    .seen
+                    .parent_tags
+                    .lock()
+                    .map(|t| t.contains(&tag))
+                    .unwrap_or(true);
+                if !listed_tag {
+                    return Ok(());
+                }
                 match self.parent.manifest(repo.as_str(), &tag).await? {
                     Some(index) => serde_json::from_slice::<serde_json::Value>(&index.bytes)
                         .ok()

@@ -181,6 +181,7 @@ async fn run_once(
                     progress,
                     stop: stop.clone(),
                     skip_tags,
+                    seen: Default::default(),
                 };
                 puller.sync_repository(repo).await
             }
