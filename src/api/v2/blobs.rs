@@ -1,21 +1,16 @@
 //! Blob GET/HEAD (with single `Range` requests) and DELETE (unlink from the repository).
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::Bytes;
 
 use super::super::error::{ApiError, ApiResult};
 use super::super::{blocking, AppState};
 use super::manifests::HeadBody;
 use crate::registry::{Digest, Reference, RepoName};
 use crate::storage::StorageError;
-
-/// Bytes read per step when streaming a blob: large enough to be cheap, small for a gateway.
-const READ_CHUNK: usize = 256 * 1024;
 
 /// What a blob request resolves to.
 enum Found {
@@ -76,7 +71,10 @@ pub async fn get(
             let s = start as usize;
             resp.body(b[s..s + len as usize].to_vec())
         }
-        Found::File(f, _) => resp.body(SizedStream::new(len, file_stream(f, start, len))),
+        Found::File(f, _) => resp.body(SizedStream::new(
+            len,
+            super::filestream::file_stream(f, start, len),
+        )),
     })
 }
 
@@ -98,42 +96,6 @@ async fn lookup(
         Ok(m.and_then(|m| m.body).map(Found::Bytes))
     })
     .await
-}
-
-/// Streams `len` bytes of `file` from `start`, reading on the blocking pool.
-fn file_stream(
-    file: File,
-    start: u64,
-    len: u64,
-) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    let state = (Some(file), start, len, true);
-    futures_util::stream::unfold(state, |(file, pos, left, first)| async move {
-        let mut f = file?;
-        if left == 0 {
-            return None;
-        }
-        let want = left.min(READ_CHUNK as u64) as usize;
-        let res = web::block(move || {
-            if first {
-                f.seek(SeekFrom::Start(pos))?;
-            }
-            let mut buf = vec![0u8; want];
-            f.read_exact(&mut buf)?;
-            Ok::<_, std::io::Error>((f, buf))
-        })
-        .await;
-        match res {
-            Ok(Ok((f, buf))) => {
-                let n = buf.len() as u64;
-                Some((Ok(Bytes::from(buf)), (Some(f), pos + n, left - n, false)))
-            }
-            Ok(Err(e)) => Some((Err(e), (None, pos, 0, false))),
-            Err(e) => Some((
-                Err(std::io::Error::other(e.to_string())),
-                (None, pos, 0, false),
-            )),
-        }
-    })
 }
 
 /// Parses a single `bytes=` range into (start, length). Unparseable or multi-range headers are

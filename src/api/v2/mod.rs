@@ -2,6 +2,7 @@
 
 mod blobs;
 mod fetch;
+mod filestream;
 mod listing;
 mod manifests;
 mod referrers;
