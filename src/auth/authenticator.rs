@@ -71,7 +71,8 @@ pub struct Authenticator {
     verified: Mutex<HashMap<[u8; 32], Verified>>,
     cache_secret: [u8; 32],
     keys: Keys,
-    dummy_hash: String,
+    /// Hash checked for unknown token names, made on first need (nothing to do without auth).
+    dummy_hash: std::sync::OnceLock<String>,
     /// Failed-login pauses.
     pub throttle: Throttle,
     /// Anonymous pull, no-auth and login-server settings.
@@ -89,7 +90,7 @@ impl Authenticator {
             verified: Mutex::new(HashMap::new()),
             cache_secret,
             keys,
-            dummy_hash: password::hash("not-a-real-password")?,
+            dummy_hash: std::sync::OnceLock::new(),
             throttle: Throttle::default(),
             access,
             store,
@@ -180,7 +181,10 @@ impl Authenticator {
         let snap = self.snapshot();
         let now = now_secs();
         let Some(token) = snap.tokens.get(user) else {
-            password::verify(pass, &self.dummy_hash);
+            let dummy = self
+                .dummy_hash
+                .get_or_init(|| password::hash("not-a-real-password").unwrap_or_default());
+            password::verify(pass, dummy);
             return Err(AuthError::Unauthorized(format!(
                 "unknown token '{}'",
                 crate::registry::echo(user)
