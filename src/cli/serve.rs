@@ -102,12 +102,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
 /// gateway turns a burst of concurrent pulls into tens of MiB of resident memory that is never
 /// returned; four arenas are plenty for this workload. A fixed mmap threshold of 1 MiB makes
 /// rare large allocations (an argon2 check's 7 MiB) go back to the system when freed, while
-/// the 256 KiB I/O buffers stay on the heap.
+/// the 256 KiB I/O buffers stay on the heap; fixing it also fixes the trim threshold, raised
+/// to 8 MiB so the heap is not shrunk and regrown under a stream of pulls.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
-    /// `M_ARENA_MAX` and `M_MMAP_THRESHOLD` from glibc's malloc.h.
+    /// `M_ARENA_MAX`, `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` from glibc's malloc.h.
     const M_ARENA_MAX: i32 = -8;
     const M_MMAP_THRESHOLD: i32 = -3;
+    const M_TRIM_THRESHOLD: i32 = -1;
     extern "C" {
         fn mallopt(param: i32, value: i32) -> i32;
     }
@@ -115,6 +117,7 @@ fn limit_malloc_arenas() {
     unsafe {
         mallopt(M_ARENA_MAX, 4);
         mallopt(M_MMAP_THRESHOLD, 1 << 20);
+        mallopt(M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 
