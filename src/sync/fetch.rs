@@ -80,8 +80,7 @@ impl SyncService {
         let (me, repo, digest, i) = (self.clone(), repo.clone(), digest.clone(), inflight.clone());
         self.spawn(async move {
             if let Ok(size) = i.wait().await {
-                let linked =
-                    tokio::task::block_in_place(|| me.store.meta.link_blob(&repo, &digest, size));
+                let linked = super::local(|| me.store.meta.link_blob(&repo, &digest, size));
                 if let Err(e) = linked {
                     tracing::warn!(%digest, error = %e, "could not link a fetched-through blob");
                 }
@@ -109,7 +108,7 @@ impl SyncService {
 }
 
 fn tag(svc: &SyncService, repo: &RepoName, t: &Tag, digest: &Digest) -> Result<(), String> {
-    tokio::task::block_in_place(|| svc.store.meta.set_tag_as(Origin::Sync, repo, t, digest))
+    super::local(|| svc.store.meta.set_tag_as(Origin::Sync, repo, t, digest))
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

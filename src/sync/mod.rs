@@ -17,5 +17,11 @@ pub mod transfer;
 pub mod upload;
 
 pub use error::SyncError;
+
+/// Runs metadata and file work in place on a sync runtime worker (it may block briefly; the
+/// sync runtime is multi-threaded and apart from request handling).
+pub(crate) fn local<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
 pub use service::SyncService;
 pub use status::{ConnectionState, StatusReport};

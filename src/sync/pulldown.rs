@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::stream::{self, StreamExt};
 
 use super::error::SyncError;
+use super::local;
 use super::parent::{ParentClient, ParentError};
 use super::policy::SyncPolicy;
 use super::status::Progress;
@@ -21,11 +22,6 @@ use crate::storage::{Origin, Store};
 
 /// Deepest nesting followed (index → manifest → referrer …); deeper is refused as hostile.
 const MAX_DEPTH: u32 = 4;
-
-/// Runs metadata and file work in place on the sync runtime's worker (it may block).
-fn local<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 /// What one repository's pull-down works with.
 pub struct Puller {

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::error::SyncError;
+use super::local;
 use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, UploadSession};
 use super::policy::SyncPolicy;
 use super::status::Status;
@@ -30,10 +31,6 @@ const BATCH: usize = 100;
 const MAX_ATTEMPTS: u32 = 6;
 /// Deepest nesting followed when pushing (index → manifest).
 const MAX_DEPTH: u32 = 4;
-
-fn local<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'a>>;
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::backoff;
 use super::error::SyncError;
+use super::local;
 use super::policy::{PolicyFile, SyncPolicy};
 use super::pulldown::Puller;
 use super::pushup::Pusher;
@@ -31,10 +32,6 @@ pub const REQUEST_KEY: &str = "sync_request";
 pub const STATUS_KEY: &str = "status";
 /// Prefix of the sync state keys recording which repositories sync has populated.
 pub const REPO_PREFIX: &str = "repo:";
-
-fn local<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 /// The scheduler loop; runs until the sync runtime stops.
 pub async fn run(svc: Arc<SyncService>, mut file: PolicyFile, mode_override: Option<Mode>) {

@@ -223,7 +223,7 @@ impl Transfers {
                 break;
             }
             if job.stop.load(Ordering::Relaxed) {
-                tokio::task::block_in_place(|| writer.sync())?;
+                super::local(|| writer.sync())?;
                 return Err(SyncError::Stopped("sync window closed"));
             }
             let want = total.map_or(settings.chunk_size, |t| settings.chunk_size.min(t - offset));
@@ -233,14 +233,14 @@ impl Transfers {
             {
                 Ok(ended) => {
                     failures = 0;
-                    tokio::task::block_in_place(|| writer.sync())?;
+                    super::local(|| writer.sync())?;
                     if ended && total.is_none() {
                         total = Some(writer.offset());
                     }
                 }
                 Err(e @ SyncError::Storage(StorageError::NoSpace)) => return Err(e),
                 Err(e) => {
-                    tokio::task::block_in_place(|| writer.sync())?;
+                    super::local(|| writer.sync())?;
                     let progressed = writer.offset() > offset;
                     // A cut after progress resumes at once; only repeated failures back off.
                     failures = if progressed { 0 } else { failures + 1 };
@@ -256,9 +256,7 @@ impl Transfers {
             }
         }
         let store = &self.store;
-        let size = tokio::task::block_in_place(|| {
-            store.partials.finish(writer, &job.digest, &store.blobs)
-        })?;
+        let size = super::local(|| store.partials.finish(writer, &job.digest, &store.blobs))?;
         if total.is_some_and(|t| t != size) {
             return Err(SyncError::Invalid(format!(
                 "blob {} is {size} bytes, the parent announced {total:?}",

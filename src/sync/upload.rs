@@ -21,7 +21,7 @@ pub fn file_body(path: PathBuf, offset: u64, len: u64, transfers: Arc<Transfers>
             return None;
         }
         let want = left.min(READ);
-        let read = tokio::task::block_in_place(|| -> std::io::Result<(File, Vec<u8>)> {
+        let read = super::local(|| -> std::io::Result<(File, Vec<u8>)> {
             let mut f = match file {
                 Some(f) => f,
                 None => {
