@@ -136,24 +136,12 @@ impl Metadata {
                 if previous.as_deref() == Some(digest.as_str()) {
                     continue;
                 }
-                tx.prepare_cached(
-                    "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
-                )?
-                .execute(params![id, tag.as_str(), digest.as_str(), now_secs()])?;
-                append(
-                    tx,
-                    NewEvent {
-                        repo: repo.as_str(),
-                        action: "tag_set",
-                        tag: Some(tag.as_str()),
-                        digest: digest.as_str(),
-                        previous: previous.as_deref(),
-                        media_type: Some(&manifest.media_type),
-                        size: Some(size),
-                        origin,
-                    },
-                )?;
+                let target = TagTarget {
+                digest: digest.as_str(),
+                media_type: &manifest.media_type,
+                size,
+            };
+                set_tag_row(tx, repo, id, tag.as_str(), &target, previous.as_deref(), origin)?;
             }
             Ok(())
         })
@@ -340,6 +328,46 @@ pub(super) fn delete_tag_row(
             previous: None,
             media_type: None,
             size: None,
+            origin,
+        },
+    )
+}
+
+/// The manifest a tag is pointed at, as the event log records it.
+pub(super) struct TagTarget<'a> {
+    /// The manifest's digest.
+    pub digest: &'a str,
+    /// Its media type.
+    pub media_type: &'a str,
+    /// Its size in bytes.
+    pub size: i64,
+}
+
+/// Points a tag at a manifest and logs it (`previous`: where it pointed before).
+pub(super) fn set_tag_row(
+    tx: &Connection,
+    repo: &RepoName,
+    id: i64,
+    tag: &str,
+    target: &TagTarget<'_>,
+    previous: Option<&str>,
+    origin: Origin,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
+    )?
+    .execute(params![id, tag, target.digest, now_secs()])?;
+    append(
+        tx,
+        NewEvent {
+            repo: repo.as_str(),
+            action: "tag_set",
+            tag: Some(tag),
+            digest: target.digest,
+            previous,
+            media_type: Some(target.media_type),
+            size: Some(target.size),
             origin,
         },
     )

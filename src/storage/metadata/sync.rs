@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::events::{append, NewEvent, Origin};
-use super::manifests::{delete_tag_row, tag_target};
+use super::manifests::{delete_tag_row, set_tag_row, tag_target, TagTarget};
 use super::repos::repo_id;
 use super::Metadata;
 use crate::registry::{Digest, RepoName, Tag};
@@ -128,23 +128,19 @@ impl Metadata {
             if expected.is_some_and(|e| e != previous.as_deref()) {
                 return Ok(false);
             }
-            tx.prepare_cached(
-                "INSERT INTO tags (repo_id, name, digest, updated) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
-            )?
-            .execute(params![id, tag.as_str(), digest.as_str(), now_secs()])?;
-            append(
+            let target = TagTarget {
+                digest: digest.as_str(),
+                media_type: &media_type,
+                size,
+            };
+            set_tag_row(
                 tx,
-                NewEvent {
-                    repo: repo.as_str(),
-                    action: "tag_set",
-                    tag: Some(tag.as_str()),
-                    digest: digest.as_str(),
-                    previous: previous.as_deref(),
-                    media_type: Some(&media_type),
-                    size: Some(size),
-                    origin,
-                },
+                repo,
+                id,
+                tag.as_str(),
+                &target,
+                previous.as_deref(),
+                origin,
             )?;
             Ok(true)
         })
