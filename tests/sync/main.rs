@@ -64,6 +64,58 @@ pub fn policy_for(repos: &[&str], extra: &str) -> String {
     )
 }
 
+/// What a sync token needs to pull down.
+pub const PULL_ACTIONS: &[&str] = &["content/read", "metadata/read"];
+/// What a sync token needs to push up (and propagate deletes).
+pub const PUSH_ACTIONS: &[&str] = &[
+    "content/read",
+    "content/write",
+    "content/delete",
+    "metadata/read",
+];
+
+/// A root with authentication whose sync token has `actions` on `repos`, once the running root
+/// accepts it: (root, sync password, admin password).
+pub fn root_with_token(repos: &[&str], actions: &[&str]) -> (Registry, String, String) {
+    let root = Registry::start_authenticated(&[]);
+    let mut args = vec!["scope-map", "create", "--name", "sync"];
+    for r in repos {
+        args.extend(["--repository", r]);
+        args.extend(actions);
+    }
+    root.admin(&args);
+    let t = root.admin(&[
+        "token",
+        "create",
+        "--name",
+        SYNC_USER,
+        "--scope-map",
+        "sync",
+    ]);
+    let pw = t["credentials"]["passwords"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!pw.is_empty(), "token create printed no password: {t}");
+    // The running root picks new tokens up within seconds.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let probe = format!("{}/v2/", root.url());
+    while !common::http()
+        .get(&probe)
+        .basic_auth(SYNC_USER, Some(&pw))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sync token never became valid"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin = root.admin_password();
+    (root, pw, admin)
+}
+
 /// A ReadWrite policy for `repos` that syncs every second.
 pub fn policy_rw(repos: &[&str], extra: &str) -> String {
     policy_for(repos, extra).replace("mode = \"ReadOnly\"", "mode = \"ReadWrite\"")

@@ -165,45 +165,7 @@ fn mirrors_the_reference_registry_and_serves_real_clients_offline() {
 
 #[test]
 fn mirrors_a_connected_registry_root_over_bearer_tokens() {
-    let mut root = Registry::start_authenticated(&[]);
-    root.admin(&[
-        "scope-map",
-        "create",
-        "--name",
-        "sync",
-        "--repository",
-        REPO,
-        "content/read",
-        "metadata/read",
-    ]);
-    let t = root.admin(&[
-        "token",
-        "create",
-        "--name",
-        SYNC_USER,
-        "--scope-map",
-        "sync",
-    ]);
-    let pw = t["credentials"]["passwords"][0]["value"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let admin = root.admin_password();
-    // The running root picks new tokens up within seconds.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let probe = format!("{}/v2/", root.url());
-    while !common::http()
-        .get(&probe)
-        .basic_auth(SYNC_USER, Some(&pw))
-        .send()
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sync token never became valid"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut root, pw, admin) = crate::root_with_token(&[REPO], crate::PULL_ACTIONS);
     let c = content();
     push_all(&root.url(), Some(("admin", &admin)), &c, false);
     let proxy = FaultProxy::start(

@@ -97,47 +97,6 @@ fn assert_parent_serves(base: &str, auth: Option<(&str, &str)>, repo: &str, tag:
     }
 }
 
-/// A root with auth whose sync token may read, write, delete `repos`: (root, token, admin pw).
-fn root_with_token(repos: &[&str]) -> (Registry, String, String) {
-    let root = Registry::start_authenticated(&[]);
-    let mut args = vec!["scope-map", "create", "--name", "sync"];
-    for r in repos {
-        args.extend(["--repository", r, "content/read", "content/write"]);
-        args.extend(["content/delete", "metadata/read"]);
-    }
-    root.admin(&args);
-    let t = root.admin(&[
-        "token",
-        "create",
-        "--name",
-        SYNC_USER,
-        "--scope-map",
-        "sync",
-    ]);
-    let pw = t["credentials"]["passwords"][0]["value"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(!pw.is_empty(), "token create printed no password: {t}");
-    // The running root picks new tokens up within seconds.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let probe = format!("{}/v2/", root.url());
-    while !common::http()
-        .get(&probe)
-        .basic_auth(SYNC_USER, Some(&pw))
-        .send()
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the sync token never became valid"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let admin = root.admin_password();
-    (root, pw, admin)
-}
-
 /// Messages of the child's status details with `code`.
 fn details(reg: &Registry, code: &str) -> Vec<String> {
     let s = status(reg);
@@ -268,7 +227,8 @@ fn docker_and_skopeo_pushes_reach_the_reference_registry() {
 #[test]
 fn docker_and_skopeo_pushes_reach_a_connected_registry_root() {
     require_root();
-    let (root, pw, admin) = root_with_token(&["pushup/docker", "pushup/skopeo"]);
+    let (root, pw, admin) =
+        crate::root_with_token(&["pushup/docker", "pushup/skopeo"], crate::PUSH_ACTIONS);
     clients_push_through(&root.host(), &pw, &root.url(), Some(("admin", &admin)));
 }
 
@@ -350,7 +310,7 @@ fn fifty_tags_pushed_while_the_parent_is_down_arrive_in_order() {
 #[test]
 fn deletes_at_the_child_reach_a_connected_registry_root() {
     const REPO: &str = "pushup/deletes";
-    let (root, pw, admin) = root_with_token(&[REPO]);
+    let (root, pw, admin) = crate::root_with_token(&[REPO], crate::PUSH_ACTIONS);
     let auth = Some(("admin", admin.as_str()));
     let reg = child(&root.host(), &pw, &policy_rw(&[REPO], ""), &[]);
     let (x, y) = (

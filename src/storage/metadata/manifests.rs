@@ -220,25 +220,7 @@ impl Metadata {
                 "DELETE FROM manifest_refs WHERE repo_id = ?1 AND parent = ?2",
                 params![id, digest.as_str()],
             )?;
-            // Content shared with other repositories stays; the last reference takes it along.
-            tx.execute(
-                "DELETE FROM manifest_content WHERE digest = ?1
-                 AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
-                [digest.as_str()],
-            )?;
-            append(
-                tx,
-                NewEvent {
-                    repo: repo.as_str(),
-                    action: "manifest_delete",
-                    tag: None,
-                    digest: digest.as_str(),
-                    previous: None,
-                    media_type: None,
-                    size: None,
-                    origin,
-                },
-            )
+            manifest_gone(tx, repo, digest.as_str(), origin)
         })
     }
 
@@ -368,6 +350,34 @@ pub(super) fn set_tag_row(
             previous,
             media_type: Some(target.media_type),
             size: Some(target.size),
+            origin,
+        },
+    )
+}
+
+/// After a manifest row of `repo` is deleted: drops its bytes unless another repository still
+/// has it (the last reference takes them along) and logs the deletion.
+pub(super) fn manifest_gone(
+    tx: &Connection,
+    repo: &RepoName,
+    digest: &str,
+    origin: Origin,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM manifest_content WHERE digest = ?1
+         AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
+        [digest],
+    )?;
+    append(
+        tx,
+        NewEvent {
+            repo: repo.as_str(),
+            action: "manifest_delete",
+            tag: None,
+            digest,
+            previous: None,
+            media_type: None,
+            size: None,
             origin,
         },
     )

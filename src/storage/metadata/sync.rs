@@ -2,8 +2,8 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::events::{append, NewEvent, Origin};
-use super::manifests::{delete_tag_row, set_tag_row, tag_target, TagTarget};
+use super::events::Origin;
+use super::manifests::{delete_tag_row, manifest_gone, set_tag_row, tag_target, TagTarget};
 use super::repos::repo_id;
 use super::Metadata;
 use crate::registry::{Digest, RepoName, Tag};
@@ -51,24 +51,7 @@ impl Metadata {
             tx.execute("DELETE FROM blob_links WHERE repo_id = ?1", [id])?;
             tx.execute("DELETE FROM repositories WHERE id = ?1", [id])?;
             for digest in &manifests {
-                tx.execute(
-                    "DELETE FROM manifest_content WHERE digest = ?1
-                     AND NOT EXISTS (SELECT 1 FROM manifests WHERE digest = ?1)",
-                    [digest.as_str()],
-                )?;
-                append(
-                    tx,
-                    NewEvent {
-                        repo: repo.as_str(),
-                        action: "manifest_delete",
-                        tag: None,
-                        digest,
-                        previous: None,
-                        media_type: None,
-                        size: None,
-                        origin,
-                    },
-                )?;
+                manifest_gone(tx, repo, digest, origin)?;
             }
             Ok(true)
         })
