@@ -208,7 +208,7 @@ fn main() {
         Server::ours(&bin, run.path(), None),
     ];
     idle_rss(&pair, &cfg, &mut report);
-    let digest = scenarios::push(&mut pair, &cfg, &mut report);
+    let digest = scenarios::push(&mut pair, run.path(), &cfg, &mut report);
     rss_now(&pair, "push");
     scenarios::pull(&mut pair, &cfg, &digest, &mut report);
     rss_now(&pair, "pull");

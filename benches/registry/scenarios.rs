@@ -2,6 +2,8 @@
 //! content and load: blob push (monolithic, chunked), blob pull at several concurrencies with
 //! the server's CPU cost, manifest GET/HEAD by tag, and tags/list of a large repository.
 
+use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use crate::content::{self, Image};
@@ -54,10 +56,11 @@ fn connect(s: &Server) -> Conn {
 
 /// Pushes a `cfg.blob_size` blob monolithically and in `cfg.chunk_size` chunks, a new blob
 /// (same size, other content) each round; returns the digest of the last one, kept for pulls.
-pub fn push(servers: &mut [Server; 2], cfg: &Config, report: &mut Report) -> String {
+pub fn push(servers: &mut [Server; 2], dir: &Path, cfg: &Config, report: &mut Report) -> String {
     let mut data = content::pseudo_random(cfg.blob_size, 1);
     let mut mono: PerServer = Default::default();
     let mut chunked: PerServer = Default::default();
+    let mut disk = Vec::new();
     let mut digest = String::new();
     let mut serial = 0u64;
     for round in 1..=cfg.rounds {
@@ -83,6 +86,7 @@ pub fn push(servers: &mut [Server; 2], cfg: &Config, report: &mut Report) -> Str
                 figures[i].push(mbps);
             }
         }
+        disk.push(disk_write(dir, &data));
     }
     let mib = cfg.blob_size >> 20;
     let chunk = cfg.chunk_size >> 20;
@@ -95,10 +99,35 @@ pub fn push(servers: &mut [Server; 2], cfg: &Config, report: &mut Report) -> Str
     );
     let what = format!("push {mib} MiB blob, {chunk} MiB chunks");
     add(report, what, "MB/s", chunked, Better::Higher);
+    report.add(
+        format!("disk alone: write {mib} MiB + fdatasync (a durable push's ceiling)"),
+        "MB/s",
+        None,
+        Some(median(disk)),
+        Better::Higher,
+    );
     for s in servers.iter() {
         content::check_blob_digest(&mut connect(s), BLOB_REPO, &digest);
     }
     digest
+}
+
+/// MB/s of writing `data` to a new file in `dir` and fdatasyncing it: the most any server that
+/// acknowledges a push only once it is on disk can reach here (the reference does not fsync).
+fn disk_write(dir: &Path, data: &[u8]) -> f64 {
+    let path = dir.join("disk-probe");
+    proc::settle_disk();
+    let t = Instant::now();
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&path)?;
+        f.write_all(data)?;
+        f.sync_data()
+    };
+    write().unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let mbps = data.len() as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(&path);
+    println!("    disk alone: {mbps:.1} MB/s");
+    mbps
 }
 
 /// Pulls blob `digest` with 1, 4 and 16 clients; reports aggregate MB/s and the server's CPU

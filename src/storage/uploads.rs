@@ -14,6 +14,9 @@ use crate::registry::{Algorithm, Digest, RepoName};
 /// A session's writer, locked for the duration of one request so chunks cannot interleave.
 pub type SessionHandle = Arc<tokio::sync::Mutex<Option<BlobWriter>>>;
 
+/// A locked session, owned so it can travel to the blocking pool with the work on its writer.
+pub type SessionGuard = tokio::sync::OwnedMutexGuard<Option<BlobWriter>>;
+
 /// Prefix of one-shot (monolithic) upload files, which never outlive their request.
 const ONESHOT_PREFIX: &str = "tmp-";
 

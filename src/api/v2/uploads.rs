@@ -1,17 +1,20 @@
 //! Blob uploads: monolithic (`POST ?digest=`), streamed and chunked (`PATCH`), finished by
 //! `PUT ?digest=`, plus status, cancel and cross-repository mount.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::sync::Mutex;
 
 use super::super::error::{ApiError, ApiResult};
-use super::super::payload::stream_into;
+use super::super::payload::{on_writer, stream_into};
 use super::super::query::Query;
 use super::super::urls::absolute;
 use super::super::{blocking, AppState};
 use super::upload_range;
 use crate::registry::{Digest, RepoName};
-use crate::storage::writer::BlobWriter;
+use crate::storage::uploads::SessionGuard;
 use crate::storage::StorageError;
 
 fn created(req: &HttpRequest, name: &RepoName, digest: &Digest) -> HttpResponse {
@@ -76,19 +79,27 @@ pub async fn start(
             }
         }
     } else if let Some(digest) = digest_param(q)? {
-        let store = state.store.clone();
         let algo = digest.algorithm();
-        let mut writer = blocking(&store, move |s| s.uploads.oneshot(algo)).await?;
-        if let Err(e) = stream_into(payload, &mut writer).await {
-            writer.discard();
-            return Err(e);
+        let writer = blocking(&state.store, move |s| s.uploads.oneshot(algo)).await?;
+        let mut slot = Some(Arc::new(Mutex::new(Some(writer))).lock_owned().await);
+        let (store, repo, d) = (state.store.clone(), name.clone(), digest.clone());
+        match stream_into(payload, &mut slot).await {
+            Ok(_) => {
+                on_writer(&mut slot, move |w| {
+                    let w = w.take().ok_or(StorageError::UploadUnknown)?;
+                    store
+                        .uploads
+                        .finish_oneshot(&store.meta, &store.blobs, &repo, w, &d)
+                })
+                .await?;
+            }
+            Err(e) => {
+                if let Some(w) = slot.as_mut().and_then(|g| g.take()) {
+                    w.discard();
+                }
+                return Err(e);
+            }
         }
-        let (repo, d) = (name.clone(), digest.clone());
-        blocking(&store, move |s| {
-            s.uploads
-                .finish_oneshot(&s.meta, &s.blobs, &repo, writer, &d)
-        })
-        .await?;
         return Ok(created(req, &name, &digest));
     }
     let repo = name.clone();
@@ -125,36 +136,38 @@ fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> {
     Ok(Some((a, b)))
 }
 
-/// Appends the request body to the session after checking `Content-Range`, then fsyncs.
+/// Appends the request body to the session after checking `Content-Range`.
 async fn append_chunk(
     req: &HttpRequest,
     payload: &mut web::Payload,
-    writer: &mut Option<BlobWriter>,
+    slot: &mut Option<SessionGuard>,
 ) -> ApiResult<()> {
-    let w = writer.as_mut().ok_or(StorageError::UploadUnknown)?;
+    let offset = slot
+        .as_ref()
+        .and_then(|g| g.as_ref())
+        .ok_or(StorageError::UploadUnknown)?
+        .offset();
     if let Some((start, _end)) = content_range(req)? {
-        if start != w.offset() {
-            return Err(StorageError::RangeInvalid { offset: w.offset() }.into());
+        if start != offset {
+            return Err(StorageError::RangeInvalid { offset }.into());
         }
     }
-    stream_into(payload, w).await?;
+    stream_into(payload, &mut *slot).await?;
     Ok(())
 }
 
-/// Runs a blocking step on the session's writer without holding a worker thread.
-async fn on_writer<T: Send + 'static>(
-    writer: &mut Option<BlobWriter>,
-    f: impl FnOnce(&mut BlobWriter) -> crate::storage::Result<T> + Send + 'static,
-) -> ApiResult<T> {
-    let mut w = writer.take().ok_or(StorageError::UploadUnknown)?;
-    let (w, res) = web::block(move || {
-        let r = f(&mut w);
-        (w, r)
+/// Locks session `id` of `name` for this request.
+async fn lock_session(
+    state: &web::Data<AppState>,
+    name: &RepoName,
+    id: &str,
+) -> ApiResult<Option<SessionGuard>> {
+    let (repo, sid) = (name.clone(), id.to_owned());
+    let handle = blocking(&state.store, move |s| {
+        s.uploads.session(&s.meta, &repo, &sid)
     })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?;
-    *writer = Some(w);
-    res.map_err(ApiError::from)
+    .await?;
+    Ok(Some(handle.lock_owned().await))
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: a streamed body or an in-order chunk.
@@ -165,14 +178,13 @@ pub async fn patch(
     name: RepoName,
     id: String,
 ) -> ApiResult<HttpResponse> {
-    let (repo, sid) = (name.clone(), id.clone());
-    let handle = blocking(&state.store, move |s| {
-        s.uploads.session(&s.meta, &repo, &sid)
+    let mut slot = lock_session(state, &name, &id).await?;
+    append_chunk(req, payload, &mut slot).await?;
+    let offset = on_writer(&mut slot, |w| {
+        let w = w.as_mut().ok_or(StorageError::UploadUnknown)?;
+        w.sync().map(|_| w.offset())
     })
     .await?;
-    let mut guard = handle.lock().await;
-    append_chunk(req, payload, &mut guard).await?;
-    let offset = on_writer(&mut guard, |w| w.sync().map(|_| w.offset())).await?;
     let sid = id.clone();
     blocking(&state.store, move |s| s.meta.touch_upload(&sid)).await?;
     Ok(in_progress(req, StatusCode::ACCEPTED, &name, &id, offset))
@@ -190,28 +202,20 @@ pub async fn finish(
     let digest = digest_param(q)?.ok_or_else(|| {
         ApiError::bad_request("DIGEST_INVALID", "the digest query parameter is required")
     })?;
-    let (repo, sid) = (name.clone(), id.clone());
-    let handle = blocking(&state.store, move |s| {
-        s.uploads.session(&s.meta, &repo, &sid)
+    let mut slot = lock_session(state, &name, &id).await?;
+    append_chunk(req, payload, &mut slot).await?;
+    let (store, repo, d, sid) = (
+        state.store.clone(),
+        name.clone(),
+        digest.clone(),
+        id.clone(),
+    );
+    on_writer(&mut slot, move |w| {
+        store
+            .uploads
+            .finish(&store.meta, &store.blobs, &repo, &sid, w, &d)
     })
     .await?;
-    let mut guard = handle.lock().await;
-    append_chunk(req, payload, &mut guard).await?;
-    let mut writer = guard.take();
-    let (repo, d, sid) = (name.clone(), digest.clone(), id.clone());
-    let (writer, res) = web::block({
-        let store = state.store.clone();
-        move || {
-            let r = store
-                .uploads
-                .finish(&store.meta, &store.blobs, &repo, &sid, &mut writer, &d);
-            (writer, r)
-        }
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?;
-    *guard = writer;
-    res?;
     tracing::debug!(repository = %name, digest = %digest, "blob upload finished");
     Ok(created(req, &name, &digest))
 }
@@ -223,13 +227,12 @@ pub async fn status(
     name: RepoName,
     id: String,
 ) -> ApiResult<HttpResponse> {
-    let (repo, sid) = (name.clone(), id.clone());
-    let handle = blocking(&state.store, move |s| {
-        s.uploads.session(&s.meta, &repo, &sid)
-    })
-    .await?;
-    let guard = handle.lock().await;
-    let offset = guard.as_ref().ok_or(StorageError::UploadUnknown)?.offset();
+    let slot = lock_session(state, &name, &id).await?;
+    let offset = slot
+        .as_ref()
+        .and_then(|g| g.as_ref())
+        .ok_or(StorageError::UploadUnknown)?
+        .offset();
     Ok(in_progress(req, StatusCode::NO_CONTENT, &name, &id, offset))
 }
 
@@ -239,15 +242,10 @@ pub async fn cancel(
     name: RepoName,
     id: String,
 ) -> ApiResult<HttpResponse> {
-    let (repo, sid) = (name.clone(), id.clone());
-    let handle = blocking(&state.store, move |s| {
-        s.uploads.session(&s.meta, &repo, &sid)
-    })
-    .await?;
-    let mut guard = handle.lock().await;
-    let mut writer = guard.take();
-    blocking(&state.store, move |s| {
-        s.uploads.cancel(&s.meta, &id, &mut writer);
+    let mut slot = lock_session(state, &name, &id).await?;
+    let store = state.store.clone();
+    on_writer(&mut slot, move |w| {
+        store.uploads.cancel(&store.meta, &id, w);
         Ok(())
     })
     .await?;
