@@ -2,7 +2,9 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Maps a user-facing level to a tracing filter directive.
 pub fn level_directive(level: &str) -> Result<&'static str, String> {
@@ -32,18 +34,31 @@ fn with_quiet_deps(level: &str) -> String {
     }
 }
 
+/// Parses `level[,target=level…]` directives, the `RUST_LOG` syntax without span and field
+/// filters. A plain target filter needs no regular expressions, which keeps the regex engine's
+/// code off a gateway's resident pages.
+fn targets(directives: &str) -> Result<Targets, String> {
+    directives
+        .parse()
+        .map_err(|e| format!("invalid log filter '{directives}': {e}"))
+}
+
 /// Installs the global logger: an explicit level wins, else `RUST_LOG`, else Information.
 pub fn init(level: Option<&str>) -> Result<(), String> {
     let filter = match level {
-        Some(l) => EnvFilter::new(with_quiet_deps(level_directive(l)?)),
-        None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(with_quiet_deps("info"))),
+        Some(l) => targets(&with_quiet_deps(level_directive(l)?))?,
+        None => match std::env::var("RUST_LOG") {
+            Ok(env) if !env.trim().is_empty() => targets(&env)?,
+            _ => targets(&with_quiet_deps("info"))?,
+        },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
+        .with_target(false);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
         .try_init()
         .map_err(|e| format!("could not start logging: {e}"))
 }
@@ -59,5 +74,19 @@ mod tests {
         assert_eq!(level_directive("None").unwrap(), "off");
         assert_eq!(level_directive("debug").unwrap(), "debug");
         assert!(level_directive("Verbose").is_err());
+    }
+
+    #[test]
+    fn rust_log_syntax() {
+        let t = targets("warn,connected_registry=debug").unwrap();
+        assert_eq!(
+            t.default_level(),
+            Some(tracing::level_filters::LevelFilter::WARN)
+        );
+        assert!(t.would_enable("connected_registry::sync", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("actix_server", &tracing::Level::INFO));
+        let quiet = targets(&with_quiet_deps("info")).unwrap();
+        assert!(!quiet.would_enable("actix_http::h1::dispatcher", &tracing::Level::ERROR));
+        assert!(targets("info,=[").is_err());
     }
 }
