@@ -115,7 +115,8 @@ binpath, work = sys.argv[1], sys.argv[2]
 dumps = sorted(glob.glob(f"{work}/cg.*.[0-9]*"), key=lambda p: int(p.rsplit(".", 1)[1]))
 seen = set()
 for phase, path in zip(("start and idle", "serving requests"), dumps):
-    print(f"# {phase}")
+    # Sorted within a phase: the order there does not matter, and reruns then diff small.
+    found = set()
     obs, fns, ob, cob = {}, {}, None, None
     for line in open(path, errors="replace"):
         m = re.match(r"^(ob|cob|fn|cfn)=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
@@ -138,8 +139,10 @@ for phase, path in zip(("start and idle", "serving requests"), dumps):
         fn = re.sub(r"'\d+$", "", fns.get(i) or "")
         if owner != binpath or not fn or fn.startswith("0x") or fn in seen or " " in fn:
             continue
-        seen.add(fn)
-        print(fn)
+        found.add(fn)
+    seen |= found
+    print(f"# {phase}")
+    print("\n".join(sorted(found)))
 PY
 cat "$work/header" - <"$work/order" >link/order.txt
 echo "==> link/order.txt: $(grep -vc '^#' link/order.txt) functions; rebuild to apply"
