@@ -153,7 +153,7 @@ pub async fn password_login(
     let u = user.clone();
     let result = web::block(move || a.check_password(&u, &pass))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", e.to_string()))?;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     match result {
         Ok(p) => {
             auth.throttle.succeeded(ip, &user);
@@ -296,9 +296,7 @@ impl From<AuthError> for ApiError {
                 "authentication required",
             ),
             AuthError::Storage(s) => s.into(),
-            AuthError::Internal(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", m)
-            }
+            AuthError::Internal(m) => ApiError::internal(m),
         }
     }
 }

@@ -64,6 +64,11 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
+
+    /// 500 for a failure of the server itself (a storage fault, a lost blocking task).
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -134,7 +139,7 @@ impl From<StorageError> for ApiError {
             }
             S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
                 tracing::error!(error = %msg, "storage failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", msg)
+                ApiError::internal(msg)
             }
         }
     }

@@ -18,7 +18,6 @@ mod v2;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
 use actix_web::web;
 
 use crate::storage::{self, Store};
@@ -52,13 +51,7 @@ where
     let s = store.clone();
     web::block(move || f(&s))
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "UNKNOWN",
-                format!("internal error: {e}"),
-            )
-        })?
+        .map_err(|e| ApiError::internal(format!("internal error: {e}")))?
         .map_err(ApiError::from)
 }
 

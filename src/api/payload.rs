@@ -24,11 +24,11 @@ pub async fn stream_into(
     payload: &mut web::Payload,
     slot: &mut Option<SessionGuard>,
 ) -> ApiResult<u64> {
-    let start = on_worker(slot, |w| Ok(w.offset()))?;
+    let start = with_writer(slot, |w| Ok(w.offset()))?;
     let res = copy(payload, slot).await;
     if res.is_err() {
         // The session may be gone (a failed step on the blocking pool): nothing to roll back.
-        let _ = on_worker(slot, |w| {
+        let _ = with_writer(slot, |w| {
             if let Err(e) = w.rollback(start) {
                 tracing::warn!(error = %e, "could not roll back a failed upload chunk");
             }
@@ -36,11 +36,12 @@ pub async fn stream_into(
         });
     }
     res?;
-    on_worker(slot, |w| Ok(w.offset() - start))
+    with_writer(slot, |w| Ok(w.offset() - start))
 }
 
-/// Runs a quick step on the session's writer right here (no I/O).
-fn on_worker<T>(
+/// Runs a quick step on the locked session's writer right here (no I/O); the session is unknown
+/// when the writer is gone.
+pub fn with_writer<T>(
     slot: &mut Option<SessionGuard>,
     f: impl FnOnce(&mut BlobWriter) -> crate::storage::Result<T>,
 ) -> ApiResult<T> {
@@ -75,13 +76,9 @@ fn dispatch<T: Send + 'static>(
 
 /// Waits for the step in flight and puts the session's lock back in `slot`.
 async fn settle<T>(task: InFlight<T>, slot: &mut Option<SessionGuard>) -> ApiResult<T> {
-    let (guard, r) = task.await.map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNKNOWN",
-            format!("internal error: {e}"),
-        )
-    })?;
+    let (guard, r) = task
+        .await
+        .map_err(|e| ApiError::internal(format!("internal error: {e}")))?;
     *slot = Some(guard);
     r.map_err(ApiError::from)
 }

@@ -106,18 +106,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
 /// to 8 MiB so the heap is not shrunk and regrown under a stream of pulls.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {
-    /// `M_ARENA_MAX`, `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` from glibc's malloc.h.
-    const M_ARENA_MAX: i32 = -8;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    const M_TRIM_THRESHOLD: i32 = -1;
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
     // SAFETY: mallopt only changes allocator tuning; called once before any worker thread starts.
     unsafe {
-        mallopt(M_ARENA_MAX, 4);
-        mallopt(M_MMAP_THRESHOLD, 1 << 20);
-        mallopt(M_TRIM_THRESHOLD, 8 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
     }
 }
 

@@ -8,7 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::Mutex;
 
 use super::super::error::{ApiError, ApiResult};
-use super::super::payload::{on_writer, stream_into};
+use super::super::payload::{on_writer, stream_into, with_writer};
 use super::super::query::Query;
 use super::super::urls::absolute;
 use super::super::{blocking, AppState};
@@ -142,11 +142,7 @@ async fn append_chunk(
     payload: &mut web::Payload,
     slot: &mut Option<SessionGuard>,
 ) -> ApiResult<()> {
-    let offset = slot
-        .as_ref()
-        .and_then(|g| g.as_ref())
-        .ok_or(StorageError::UploadUnknown)?
-        .offset();
+    let offset = with_writer(slot, |w| Ok(w.offset()))?;
     if let Some((start, _end)) = content_range(req)? {
         if start != offset {
             return Err(StorageError::RangeInvalid { offset }.into());
@@ -227,12 +223,8 @@ pub async fn status(
     name: RepoName,
     id: String,
 ) -> ApiResult<HttpResponse> {
-    let slot = lock_session(state, &name, &id).await?;
-    let offset = slot
-        .as_ref()
-        .and_then(|g| g.as_ref())
-        .ok_or(StorageError::UploadUnknown)?
-        .offset();
+    let mut slot = lock_session(state, &name, &id).await?;
+    let offset = with_writer(&mut slot, |w| Ok(w.offset()))?;
     Ok(in_progress(req, StatusCode::NO_CONTENT, &name, &id, offset))
 }
 
