@@ -74,6 +74,39 @@ fn manifest_digest(reg: &Registry, reference: &str, user: &str, pw: &str) -> (u1
     (status, digest)
 }
 
+/// Layer digests of `REPO`'s manifest `reference`.
+fn layer_digests(reg: &Registry, reference: &str, user: &str, pw: &str) -> Vec<String> {
+    let url = format!("{}/v2/{REPO}/manifests/{reference}", reg.url());
+    let accept = "application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let r = common::http().get(&url).header("Accept", accept);
+    let r = r.basic_auth(user, Some(pw)).send();
+    let m: Value = r
+        .and_then(|r| r.json())
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let layers = m["layers"].as_array().cloned().unwrap_or_default();
+    let digests: Vec<String> = layers
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!digests.is_empty(), "no layers in {m}");
+    digests
+}
+
+/// Asserts from the server's log that every digest reached `repo` by a mount, not an upload.
+fn assert_mounted(reg: &Registry, repo: &str, digests: &[String]) {
+    let log = reg.log();
+    for d in digests {
+        let mounted = format!("blob mounted repository={repo} digest={d}");
+        let uploaded = format!("blob uploaded repository={repo} digest={d}");
+        assert!(
+            log.contains(&mounted),
+            "{d} was not mounted into {repo}:\n{log}"
+        );
+        assert!(!log.contains(&uploaded), "{d} was uploaded to {repo} again");
+    }
+}
+
 /// True if the client's error output says the registry refused for lack of rights.
 fn refused(err: &str) -> bool {
     let e = err.to_ascii_lowercase();
@@ -144,6 +177,16 @@ fn docker_login_push_and_pull_with_client_tokens() {
         manifest_digest(&reg, "docker", "puller", &puller),
         (200, digest.clone())
     );
+
+    // The same layers pushed to another repository the token can read are mounted, through
+    // docker's own challenge and token requests, not sent again.
+    let copy = format!("{host}/auth/copy:docker");
+    dk.ok(&reg, &["tag", &image, &copy]);
+    let out = dk.ok(&reg, &["push", &copy]);
+    assert!(out.contains("Mounted from auth/app"), "{out}");
+    let layers = layer_digests(&reg, "docker", "puller", &puller);
+    assert_mounted(&reg, "auth/copy", &layers);
+    dk.ok(&reg, &["rmi", &copy]);
 
     // Pull back with the pull-only token into an empty image store.
     dk.ok(&reg, &["rmi", &image]);
@@ -251,6 +294,21 @@ fn skopeo_creds_push_pull_and_refusals() {
     assert!(ok, "copy with the push token: {err}");
     let served = manifest_digest(&reg, "skopeo", "puller", &puller);
     assert_eq!(served, (200, image.digest.clone()));
+
+    // skopeo remembers where it put the layer and mounts it into another repository the token
+    // can read, asking the token service for both repositories itself.
+    let copy_dest = format!("docker://{}/auth/copy:skopeo", reg.host());
+    let creds = format!("--dest-creds=pusher:{pusher}");
+    sk.run(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        &creds,
+        &src,
+        &copy_dest,
+    ]);
+    let layers = layer_digests(&reg, "skopeo", "puller", &puller);
+    assert_mounted(&reg, "auth/copy", &layers);
 
     // Read back with the pull-only token: inspect and copy out to a layout.
     let creds = format!("--creds=puller:{puller}");

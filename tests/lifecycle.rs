@@ -225,3 +225,111 @@ fn slow_clients_cannot_hold_shutdown_forever() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// Starts `serve` in `cwd` with `args`/`env` on a free port; waits until healthy.
+fn serve_in(
+    cwd: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, u16) {
+    let port = common::free_port();
+    let mut cmd = Command::new(common::BIN);
+    cmd.current_dir(cwd)
+        .args(["serve", "--insecure-no-auth", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env_remove("ACR_REGISTRY_DATA_VOLUME")
+        .env_remove("RUST_LOG")
+        .env("CONNECTED_REGISTRY_LOG_LEVEL", "None")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
+    let c = common::http();
+    let url = format!("http://127.0.0.1:{port}/acr/v1/_health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let _ = child.wait();
+            panic!("serve {args:?} {env:?} exited at startup: {err}");
+        }
+        if c.get(&url).send().is_ok_and(|r| r.status().is_success()) {
+            return (child, port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve {args:?} {env:?} never became healthy");
+}
+
+#[test]
+fn a_relative_data_directory_works_for_every_command() {
+    let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let cwd = tmp.path();
+    let c = common::http();
+    let img = oci::image("amd64", b"kept under a relative path");
+    for (args, env, dir) in [
+        (&["--data-dir", "data2"][..], &[][..], "data2"),
+        (
+            &[][..],
+            &[("ACR_REGISTRY_DATA_VOLUME", "data3")][..],
+            "data3",
+        ),
+        (&["--data-dir", "nested/data4"][..], &[][..], "nested/data4"),
+    ] {
+        let (mut child, port) = serve_in(cwd, args, env);
+        let base = format!("http://127.0.0.1:{port}");
+        oci::push(&c, &base, "rel/app", "v1", &img);
+        let served = c.get(format!("{base}/v2/rel/app/manifests/v1")).send();
+        let served = served.and_then(|r| r.bytes()).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(oci::sha256(&served), img.digest, "{dir}");
+        assert!(cwd.join(dir).join("registry.db").is_file(), "{dir}");
+        assert!(cwd.join(dir).join("blobs").is_dir(), "{dir}");
+    }
+    // The management commands take the same relative paths.
+    let admin = |args: &[&str]| {
+        common::run_ok(
+            Command::new(common::BIN)
+                .current_dir(cwd)
+                .args(args)
+                .args(["--data-dir", "data2"]),
+            Duration::from_secs(60),
+        )
+    };
+    admin(&[
+        "scope-map",
+        "create",
+        "-n",
+        "rel",
+        "--repository",
+        "rel/app",
+        "content/read",
+    ]);
+    let out = admin(&["token", "create", "-n", "rel", "--scope-map", "rel"]);
+    assert!(out.contains("\"rel\""), "{out}");
+    let out = common::run_ok(
+        Command::new(common::BIN)
+            .current_dir(cwd)
+            .args(["status", "--data-dir", "data2"]),
+        Duration::from_secs(60),
+    );
+    assert!(!out.trim().is_empty(), "status printed nothing");
+    // And the data survives a restart from there.
+    let (mut child, port) = serve_in(cwd, &["--data-dir", "data2"], &[]);
+    let r = c
+        .get(format!("http://127.0.0.1:{port}/v2/rel/app/manifests/v1"))
+        .send();
+    let status = r.map(|r| r.status().as_u16()).unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200);
+}

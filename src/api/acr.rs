@@ -7,6 +7,7 @@ use serde_json::json;
 use super::auth::{self, Need};
 use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
+use crate::registry::ErrorCode;
 
 /// `GET /acr/v1/_health`: 200 with the version and free disk space while the store is usable.
 pub async fn health(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
@@ -51,7 +52,7 @@ pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
             Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({"sync": "requested"})))
         }
         None => Err(ApiError::bad_request(
-            "UNSUPPORTED",
+            ErrorCode::Unsupported,
             "this registry has no parent to sync from",
         )),
     }

@@ -9,10 +9,11 @@ use actix_web::{web, HttpRequest};
 use base64::Engine as _;
 
 use super::error::ApiError;
+use super::query::Query;
 use super::route::Route;
 use super::urls::origin;
 use crate::auth::{Action, AuthError, Authenticator, Principal};
-use crate::registry::RepoName;
+use crate::registry::{ErrorCode, RepoName};
 
 /// Longest `Authorization` header considered.
 const AUTH_HEADER_MAX: usize = 8192;
@@ -24,13 +25,30 @@ pub enum Need {
     Login,
     /// An action on a repository.
     Repo(RepoName, Action),
+    /// A cross-repository mount: write on the target is required; reading the source decides
+    /// whether the blob is linked or uploaded, so a challenge asks for both.
+    Mount {
+        /// Repository the blob goes to.
+        target: RepoName,
+        /// Repository named by `from`.
+        from: RepoName,
+    },
     /// The catalog (filtered per repository afterwards).
     Catalog,
 }
 
-/// The need of a route and method (`None` for routes that end in 405 anyway).
-pub fn need(route: &Route, m: &Method) -> Option<Need> {
+/// The need of a route, method and query (`None` for routes that end in 405 anyway).
+pub fn need(route: &Route, m: &Method, q: &Query) -> Option<Need> {
     let read = *m == Method::GET || *m == Method::HEAD;
+    if let (Route::UploadStart(target), true) = (route, *m == Method::POST) {
+        let from = q.get("mount").and(q.get("from"));
+        if let Some(from) = from.and_then(|f| RepoName::parse(f).ok()) {
+            return Some(Need::Mount {
+                target: target.clone(),
+                from,
+            });
+        }
+    }
     Some(match route {
         Route::Base => Need::Login,
         Route::Catalog => Need::Catalog,
@@ -77,17 +95,81 @@ pub fn challenge(req: &HttpRequest, scope: Option<String>, error: Option<&str>) 
 }
 
 fn scope_of(need: &Need) -> Option<String> {
-    match need {
-        Need::Login => None,
-        Need::Catalog => Some("registry:catalog:*".into()),
-        Need::Repo(n, a) => Some(format!(
+    let repo = |n: &RepoName, a: &Action| {
+        format!(
             "repository:{n}:{}",
             match a {
                 Action::ContentRead | Action::MetadataRead => "pull",
                 Action::ContentDelete => "delete",
                 Action::ContentWrite | Action::MetadataWrite => "pull,push",
             }
+        )
+    };
+    match need {
+        Need::Login => None,
+        Need::Catalog => Some("registry:catalog:*".into()),
+        Need::Repo(n, a) => Some(repo(n, a)),
+        // Space-separated, as distribution writes several scopes in one challenge.
+        Need::Mount { target, from } => Some(format!(
+            "{} {}",
+            repo(target, &Action::ContentWrite),
+            repo(from, &Action::ContentRead)
         )),
+    }
+}
+
+/// The repository and action a need requires before the handler runs.
+fn required(need: &Need) -> Option<(&RepoName, Action)> {
+    match need {
+        Need::Repo(n, a) => Some((n, *a)),
+        Need::Mount { target, .. } => Some((target, Action::ContentWrite)),
+        Need::Login | Need::Catalog => None,
+    }
+}
+
+/// The same token without the narrowing of a bearer token: what its scope map allows.
+fn unnarrowed(p: &Principal) -> Principal {
+    match p {
+        Principal::Token { name, stamp, .. } => Principal::Token {
+            name: name.clone(),
+            stamp: stamp.clone(),
+            bearer: None,
+        },
+        other => other.clone(),
+    }
+}
+
+/// Where `POST …/blobs/uploads/?mount=` may link the blob from.
+pub enum MountFrom {
+    /// No mount was asked for, or the caller may not read the source: upload as usual.
+    Nothing,
+    /// The repository named by `from`, which the caller may read.
+    Repo(RepoName),
+    /// Any repository the caller may read (automatic mount: `mount` without `from`).
+    Readable(Box<dyn FnMut(&str) -> bool + Send>),
+}
+
+/// Decides the mount source. The token's scope map decides, not the narrower scopes of a bearer
+/// token issued for the target only: the caller could read the source anyway, and refusing would
+/// send a whole layer again over the edge link.
+pub fn mount_from(auth: &Arc<Authenticator>, p: &Principal, q: &Query) -> MountFrom {
+    if q.get("mount").is_none() {
+        return MountFrom::Nothing;
+    }
+    let full = unnarrowed(p);
+    match q.get("from") {
+        Some(from) => match RepoName::parse(from) {
+            Ok(from) if auth.allowed(&full, from.as_str()).has(Action::ContentRead) => {
+                MountFrom::Repo(from)
+            }
+            _ => MountFrom::Nothing,
+        },
+        None => {
+            let auth = auth.clone();
+            MountFrom::Readable(Box::new(move |repo| {
+                auth.allowed(&full, repo).has(Action::ContentRead)
+            }))
+        }
     }
 }
 
@@ -97,7 +179,7 @@ fn unauthorized(
     msg: &str,
     error: Option<&str>,
 ) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg).with_header(
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, msg).with_header(
         "WWW-Authenticate",
         challenge(req, need.and_then(scope_of), error),
     )
@@ -107,7 +189,7 @@ fn unauthorized(
 pub fn denied() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
-        "DENIED",
+        ErrorCode::Denied,
         "Insufficient scopes to perform the operation",
     )
 }
@@ -141,7 +223,7 @@ pub async fn password_login(
         tracing::warn!(token = %crate::registry::echo(&user), client = %ip, "login throttled");
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "TOOMANYREQUESTS",
+            ErrorCode::TooManyRequests,
             format!(
                 "too many failed logins; retry in {} s",
                 wait.as_secs().max(1)
@@ -164,7 +246,7 @@ pub async fn password_login(
             tracing::warn!(token = %crate::registry::echo(&user), client = %ip, reason = %e, "authentication failed");
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
+                ErrorCode::Unauthorized,
                 "authentication required",
             ))
         }
@@ -222,7 +304,7 @@ pub async fn authorize(
         if !host.eq_ignore_ascii_case(login) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
-                "DENIED",
+                ErrorCode::Denied,
                 format!(
                     "this registry serves {login}, not {}",
                     crate::registry::echo(&host)
@@ -230,11 +312,11 @@ pub async fn authorize(
             ));
         }
     }
-    if let Some(Need::Repo(_, a)) = need {
+    if let Some((_, a)) = need.and_then(required) {
         if !writable && !matches!(a, Action::ContentRead | Action::MetadataRead) {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "DENIED",
+                ErrorCode::Denied,
                 "This operation is not allowed on this registry.",
             ));
         }
@@ -244,7 +326,7 @@ pub async fn authorize(
         None => true,
         Some(Need::Login) => p != Principal::Anonymous || auth.access.anonymous_pull,
         Some(Need::Catalog) => auth.may_list_catalog(&p),
-        Some(Need::Repo(n, a)) => auth.allowed(&p, n.as_str()).has(*a),
+        Some(n) => required(n).is_some_and(|(n, a)| auth.allowed(&p, n.as_str()).has(a)),
     };
     if ok {
         return Ok(p);
@@ -252,20 +334,14 @@ pub async fn authorize(
     match &p {
         Principal::Anonymous => Err(unauthorized(req, need, "authentication required", None)),
         Principal::Token {
-            name,
-            stamp,
-            bearer: Some(_),
+            bearer: Some(_), ..
         } => {
             // The scope map may allow what this bearer token was not issued for: ask for more.
-            let full = Principal::Token {
-                name: name.clone(),
-                stamp: stamp.clone(),
-                bearer: None,
-            };
+            let full = unnarrowed(&p);
             let could = match need {
-                Some(Need::Repo(n, a)) => auth.allowed(&full, n.as_str()).has(*a),
                 Some(Need::Catalog) => auth.may_list_catalog(&full),
-                _ => false,
+                Some(n) => required(n).is_some_and(|(n, a)| auth.allowed(&full, n.as_str()).has(a)),
+                None => false,
             };
             if could {
                 Err(unauthorized(
@@ -289,10 +365,10 @@ pub async fn authorize(
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Invalid(m) => ApiError::bad_request("UNSUPPORTED", m),
+            AuthError::Invalid(m) => ApiError::bad_request(ErrorCode::Unsupported, m),
             AuthError::Unauthorized(_) | AuthError::BadToken(_) => ApiError::new(
                 StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
+                ErrorCode::Unauthorized,
                 "authentication required",
             ),
             AuthError::Storage(s) => s.into(),

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
-use crate::registry::RegistryError;
+use crate::registry::{ErrorCode, RegistryError};
 use crate::storage::StorageError;
 
 /// An error as the client sees it.
@@ -13,7 +13,7 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Distribution-spec error code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human message.
     pub message: String,
     /// Optional structured detail.
@@ -24,7 +24,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -48,26 +48,30 @@ impl ApiError {
 
     /// 404 for paths and methods the API does not have.
     pub fn unsupported(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "UNSUPPORTED", message)
+        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::Unsupported, message)
     }
 
     /// 405 for a method the endpoint does not support.
     pub fn method_not_allowed() -> Self {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
+            ErrorCode::Unsupported,
             "the operation is unsupported for this endpoint",
         )
     }
 
     /// 400 for a malformed request.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 500 for a failure of the server itself (a storage fault, a lost blocking task).
     pub fn internal(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", message)
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unknown,
+            message,
+        )
     }
 }
 
@@ -115,27 +119,32 @@ impl From<StorageError> for ApiError {
         use StorageError as S;
         let msg = e.to_string();
         match e {
-            S::NoSpace => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", msg),
-            S::DigestMismatch { expected, actual } => ApiError::bad_request("DIGEST_INVALID", msg)
-                .with_detail(json!({
+            S::NoSpace => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Unknown, msg),
+            S::DigestMismatch { expected, actual } => {
+                ApiError::bad_request(ErrorCode::DigestInvalid, msg).with_detail(json!({
                     "expected": expected.as_str(), "actual": actual.as_str()
-                })),
+                }))
+            }
             S::RangeInvalid { .. } => ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UPLOAD_INVALID",
+                ErrorCode::BlobUploadInvalid,
                 msg,
             ),
-            S::UploadUnknown => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", msg),
-            S::BlobUnknown(d) => ApiError::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", msg)
+            S::UploadUnknown => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUploadUnknown, msg)
+            }
+            S::BlobUnknown(d) => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, msg)
                 .with_detail(json!({ "digest": d.as_str() })),
-            S::ManifestUnknown(r) => ApiError::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", msg)
-                .with_detail(json!({ "reference": r })),
-            S::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", msg),
-            S::ManifestBlobUnknown(d) => ApiError::bad_request("MANIFEST_BLOB_UNKNOWN", msg)
+            S::ManifestUnknown(r) => {
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, msg)
+                    .with_detail(json!({ "reference": r }))
+            }
+            S::NameUnknown => ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NameUnknown, msg),
+            S::ManifestBlobUnknown(d) => ApiError::bad_request(ErrorCode::ManifestBlobUnknown, msg)
                 .with_detail(json!({ "digest": d.as_str() })),
             S::Invalid(r) => r.into(),
             S::AlreadyExists(_) | S::NotFound(_) | S::InUse(_) => {
-                ApiError::new(StatusCode::CONFLICT, "UNKNOWN", msg)
+                ApiError::new(StatusCode::CONFLICT, ErrorCode::Unknown, msg)
             }
             S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
                 tracing::error!(error = %msg, "storage failure");

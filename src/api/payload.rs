@@ -6,6 +6,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::error::{ApiError, ApiResult};
+use crate::registry::ErrorCode;
 use crate::storage::uploads::SessionGuard;
 use crate::storage::writer::BlobWriter;
 use crate::storage::StorageError;
@@ -99,7 +100,7 @@ async fn copy(payload: &mut web::Payload, slot: &mut Option<SessionGuard>) -> Ap
             }
             Some(Err(e)) => {
                 break Err(ApiError::bad_request(
-                    "BLOB_UPLOAD_INVALID",
+                    ErrorCode::BlobUploadInvalid,
                     format!("the upload body was cut short: {e}"),
                 ))
             }
@@ -138,12 +139,15 @@ pub async fn read_limited(payload: &mut web::Payload, limit: usize) -> ApiResult
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::bad_request("MANIFEST_INVALID", format!("the body was cut short: {e}"))
+            ApiError::bad_request(
+                ErrorCode::ManifestInvalid,
+                format!("the body was cut short: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "SIZE_INVALID",
+                ErrorCode::SizeInvalid,
                 format!("manifest larger than the {} MiB limit", limit >> 20),
             ));
         }

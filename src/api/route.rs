@@ -3,7 +3,7 @@
 
 use super::error::{ApiError, ApiResult};
 use super::query::percent_decode;
-use crate::registry::{Digest, Reference, RepoName};
+use crate::registry::{Digest, ErrorCode, Reference, RegistryError, RepoName};
 
 /// A distribution-API endpoint with its validated parts.
 #[derive(Debug)]
@@ -14,8 +14,9 @@ pub enum Route {
     Catalog,
     /// `/v2/<name>/tags/list`
     Tags(RepoName),
-    /// `/v2/<name>/manifests/<reference>`
-    Manifest(RepoName, Reference),
+    /// `/v2/<name>/manifests/<reference>`; a reference that is neither a tag nor a digest is
+    /// kept as its error, because reads answer it with 404 and only PUT with 400.
+    Manifest(RepoName, Result<Reference, RegistryError>),
     /// `/v2/<name>/blobs/<digest>`
     Blob(RepoName, Digest),
     /// `/v2/<name>/blobs/uploads/`
@@ -46,7 +47,7 @@ pub fn parse(raw_path: &str) -> ApiResult<Route> {
     let name = |tail: usize| -> ApiResult<RepoName> {
         if n <= tail {
             return Err(ApiError::bad_request(
-                "NAME_INVALID",
+                ErrorCode::NameInvalid,
                 "repository name is missing",
             ));
         }
@@ -67,8 +68,7 @@ pub fn parse(raw_path: &str) -> ApiResult<Route> {
         return Ok(Route::UploadStart(name(2)?));
     }
     if at(1, "manifests") {
-        let reference = Reference::parse(last)?;
-        return Ok(Route::Manifest(name(2)?, reference));
+        return Ok(Route::Manifest(name(2)?, Reference::parse(last)));
     }
     if at(1, "blobs") {
         let digest = last.parse::<Digest>()?;
@@ -139,7 +139,6 @@ mod tests {
             "/v2/a%2F..%2Fb/manifests/latest",
             "/v2//manifests/latest",
             "/v2/manifests/latest",
-            "/v2/a/manifests/..",
             "/v2/a/blobs/sha256:..%2F..%2Fetc",
             "/v2/a/blobs/../../x",
             "/v2/A/tags/list",
@@ -150,5 +149,17 @@ mod tests {
         }
         let long = format!("/v2/{}/tags/list", "a".repeat(300));
         assert!(parse(&long).is_err());
+    }
+
+    #[test]
+    fn invalid_manifest_references_are_kept_as_errors() {
+        for r in ["..", "%2e%2e", ".INVALID", "sha256:zz", "a:b"] {
+            match parse(&format!("/v2/a/manifests/{r}")) {
+                Ok(Route::Manifest(n, Err(_))) => assert_eq!(n.as_str(), "a"),
+                other => panic!("{r}: {other:?}"),
+            }
+        }
+        // The name is still checked first.
+        assert!(parse("/v2/A/manifests/.INVALID").is_err());
     }
 }

@@ -13,6 +13,7 @@ use super::AppState;
 use crate::auth::admin::rfc3339;
 use crate::auth::scope::{self, ScopeEntry};
 use crate::auth::Principal;
+use crate::registry::ErrorCode;
 
 /// Largest form body accepted.
 const FORM_MAX: usize = 64 * 1024;
@@ -22,7 +23,7 @@ fn scopes(q: &Query) -> Vec<ScopeEntry> {
 }
 
 fn unauthorized(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", msg)
+    ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, msg)
 }
 
 /// Handles both methods.
@@ -52,7 +53,7 @@ pub async fn token(
             }
             _ => {
                 return Err(ApiError::bad_request(
-                    "UNSUPPORTED",
+                    ErrorCode::Unsupported,
                     "grant_type must be password or refresh_token",
                 ))
             }

@@ -91,6 +91,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
         settings.data_dir = config::default_data_dir_for_this_user();
         tracing::info!(data_dir = %settings.data_dir.display(), "no data directory configured; using the default");
     }
+    // A relative directory is taken from where the command was started, and named in full in
+    // the log and in the admin password's path.
+    if let Ok(abs) = std::path::absolute(&settings.data_dir) {
+        settings.data_dir = abs;
+    }
     limit_malloc_arenas();
     match actix_web::rt::System::new().block_on(server::run(settings)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,7 @@
 //! Errors of the OCI grammar and manifest validation.
 
+use super::ErrorCode;
+
 /// Longest excerpt of hostile input echoed back in a message.
 const ECHO_MAX: usize = 80;
 
@@ -33,13 +35,13 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// The distribution-spec error code the HTTP edge reports.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            RegistryError::NameInvalid(_) => "NAME_INVALID",
+            RegistryError::NameInvalid(_) => ErrorCode::NameInvalid,
             // The spec has no TAG_INVALID; distribution answers MANIFEST_INVALID.
-            RegistryError::TagInvalid(_) => "MANIFEST_INVALID",
-            RegistryError::DigestInvalid(_) => "DIGEST_INVALID",
-            RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",
+            RegistryError::TagInvalid(_) => ErrorCode::ManifestInvalid,
+            RegistryError::DigestInvalid(_) => ErrorCode::DigestInvalid,
+            RegistryError::ManifestInvalid(_) => ErrorCode::ManifestInvalid,
         }
     }
 

@@ -108,6 +108,7 @@ impl fmt::Display for Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ErrorCode;
 
     #[test]
     fn accepts_valid_names() {
@@ -182,7 +183,13 @@ mod tests {
 
     #[test]
     fn errors_use_spec_codes() {
-        assert_eq!(RepoName::parse("..").unwrap_err().code(), "NAME_INVALID");
-        assert_eq!(Tag::parse("..").unwrap_err().code(), "MANIFEST_INVALID");
+        assert_eq!(
+            RepoName::parse("..").unwrap_err().code(),
+            ErrorCode::NameInvalid
+        );
+        assert_eq!(
+            Tag::parse("..").unwrap_err().code(),
+            ErrorCode::ManifestInvalid
+        );
     }
 }

@@ -43,6 +43,7 @@ impl fmt::Display for Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ErrorCode;
 
     #[test]
     fn distinguishes_tags_from_digests() {
@@ -59,7 +60,7 @@ mod tests {
         }
         assert_eq!(
             Reference::parse("sha256:zz").unwrap_err().code(),
-            "DIGEST_INVALID"
+            ErrorCode::DigestInvalid
         );
     }
 }

@@ -19,8 +19,12 @@ pub fn create_dir_durable(dir: &Path) -> Result<()> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| StorageError::io(format!("creating {}", dir.display()), e))?;
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    // A relative one-part path (`data`) has the empty path as parent: that is the current
+    // directory.
+    match dir.parent() {
+        Some(p) if p.as_os_str().is_empty() => sync_dir(Path::new("."))?,
+        Some(p) => sync_dir(p)?,
+        None => {}
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod error;
 pub mod fsutil;
 pub mod metadata;
+mod mount;
 pub mod partial;
 pub mod uploads;
 pub mod writer;
@@ -36,6 +37,10 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and tidies what a crash left behind.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        // Absolute from here on, so the directory stays the same whatever the process does later
+        // and every log line and message names it unambiguously.
+        let data_dir = &std::path::absolute(data_dir)
+            .map_err(|e| StorageError::io(format!("resolving {}", data_dir.display()), e))?;
         fsutil::create_dir_durable(data_dir)?;
         check_writable(data_dir)?;
         let blobs = BlobStore::open(data_dir)?;

@@ -17,7 +17,7 @@ use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, Upload
 use super::policy::SyncPolicy;
 use super::status::Status;
 use super::transfer::{Stop, Transfers};
-use crate::registry::{manifest, Digest, Reference, RepoName};
+use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName};
 use crate::storage::metadata::Event;
 use crate::storage::{fsutil::now_secs, Store};
 
@@ -159,8 +159,22 @@ impl Pusher {
                 self.status.append_detail("TagConflict", msg);
             }
         }
+        let bytes = bytes::Bytes::from(bytes);
+        // A tag pushed by name addresses the manifest by sha256 at the parent; any other digest
+        // is kept by tagging the push by digest, where the parent supports `?tag=`.
+        if digest.algorithm() != Algorithm::Sha256 {
+            let (r, m) = (repo.as_str(), media_type.as_str());
+            if self
+                .parent
+                .put_manifest_tagged(r, digest, tag, m, bytes.clone())
+                .await?
+            {
+                return Ok(());
+            }
+            tracing::warn!(repo = %r, tag, digest = %digest, "the parent cannot tag a manifest by its digest; it is tagged under its sha256 there");
+        }
         self.parent
-            .put_manifest(repo.as_str(), tag, &media_type, bytes::Bytes::from(bytes))
+            .put_manifest(repo.as_str(), tag, &media_type, bytes)
             .await?;
         Ok(())
     }

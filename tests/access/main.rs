@@ -7,6 +7,7 @@ mod common;
 mod hostile;
 mod live;
 mod matrix;
+mod mount;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -18,6 +18,11 @@ pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// `sha256:<hex>` of bytes.
 pub fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// `sha512:<hex>` of bytes.
+pub fn sha512(bytes: &[u8]) -> String {
+    format!("sha512:{}", hex::encode(Sha512::digest(bytes)))
 }
 
 /// Deterministic pseudo-random bytes (xorshift) so tests are reproducible.

@@ -5,6 +5,7 @@ mod common;
 
 mod content;
 mod discovery;
+mod edges;
 mod errors;
 mod pull;
 mod push;

@@ -6,6 +6,7 @@
 mod common;
 
 mod chain;
+mod digests;
 mod faults;
 mod fetch;
 mod https;

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::super::error::{ApiError, ApiResult};
 use super::super::{blocking, AppState};
 use super::manifests::HeadBody;
-use crate::registry::{Digest, Reference, RepoName};
+use crate::registry::{Digest, ErrorCode, Reference, RepoName};
 use crate::storage::StorageError;
 
 /// What a blob request resolves to.
@@ -113,7 +113,7 @@ fn parse_range(h: &str, total: u64) -> ApiResult<Option<(u64, u64)>> {
     let unsatisfiable = || {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UNKNOWN",
+            ErrorCode::BlobUnknown,
             format!("range {spec} is outside the blob's {total} bytes"),
         )
         .with_header("Content-Range", format!("bytes */{total}"))

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::super::error::{ApiError, ApiResult};
 use super::super::query::Query;
 use super::super::{blocking, AppState};
-use crate::registry::RepoName;
+use crate::registry::{ErrorCode, RepoName};
 
 /// Largest page a client may ask for.
 const MAX_PAGE: usize = 10_000;
@@ -17,7 +17,7 @@ fn page(q: &Query) -> ApiResult<(Option<usize>, Option<String>)> {
         None | Some("") => None,
         Some(s) => Some(s.parse::<usize>().map_err(|_| {
             ApiError::bad_request(
-                "PAGINATION_NUMBER_INVALID",
+                ErrorCode::PaginationNumberInvalid,
                 format!(
                     "n must be a non-negative number, not '{}'",
                     crate::registry::echo(s)

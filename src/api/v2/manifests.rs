@@ -9,7 +9,9 @@ use super::super::payload::read_limited;
 use super::super::query::Query;
 use super::super::urls::absolute;
 use super::super::{blocking, AppState};
-use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName, Tag};
+use crate::registry::{
+    manifest, Algorithm, Digest, ErrorCode, Reference, RegistryError, RepoName, Tag,
+};
 use crate::storage::StorageError;
 
 /// Largest manifest accepted (the spec's recommended minimum a registry must take).
@@ -31,6 +33,15 @@ impl MessageBody for HeadBody {
     ) -> std::task::Poll<Option<Result<bytes::Bytes, Self::Error>>> {
         std::task::Poll::Ready(None)
     }
+}
+
+/// 404 `MANIFEST_UNKNOWN` for a reference that is neither a tag nor a digest.
+pub fn unknown(e: RegistryError) -> ApiError {
+    let reference = match &e {
+        RegistryError::TagInvalid(r) | RegistryError::DigestInvalid(r) => r.clone(),
+        other => other.to_string(),
+    };
+    StorageError::ManifestUnknown(reference).into()
 }
 
 /// `GET`/`HEAD /v2/<name>/manifests/<reference>`
@@ -79,7 +90,7 @@ pub async fn put(
             let actual = Digest::of(d.algorithm(), &body);
             if &actual != d {
                 return Err(ApiError::bad_request(
-                    "DIGEST_INVALID",
+                    ErrorCode::DigestInvalid,
                     format!("the manifest hashes to {actual}, not {d}"),
                 ));
             }
@@ -91,12 +102,15 @@ pub async fn put(
         }
     };
     for t in q.all("tag") {
-        tags.push(Tag::parse(t)?);
+        let t = Tag::parse(t)?;
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
     }
     let subject = parsed.subject.as_ref().map(|s| s.digest.to_string());
-    let (repo, dg) = (name.clone(), digest.clone());
+    let (repo, dg, applied) = (name.clone(), digest.clone(), tags.clone());
     blocking(&state.store, move |s| {
-        s.meta.put_manifest(&repo, &dg, &parsed, &body, &tags)
+        s.meta.put_manifest(&repo, &dg, &parsed, &body, &applied)
     })
     .await?;
     tracing::info!(repository = %name, digest = %digest, "manifest pushed");
@@ -108,6 +122,10 @@ pub async fn put(
     .insert_header(("Docker-Content-Digest", digest.as_str()));
     if let Some(s) = subject {
         resp.insert_header(("OCI-Subject", s));
+    }
+    // One `OCI-Tag` per tag applied tells the client this registry honours `?tag=`.
+    for t in &tags {
+        resp.append_header(("OCI-Tag", t.as_str()));
     }
     Ok(resp.finish())
 }

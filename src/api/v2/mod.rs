@@ -31,7 +31,7 @@ pub async fn dispatch(
     let q = Query::parse(req.query_string());
     let m = req.method().clone();
     let st = &state;
-    let need = auth::need(&route, &m);
+    let need = auth::need(&route, &m, &q);
     let principal = auth::authorize(&req, &state.auth, state.writable(), need.as_ref()).await?;
     let gate = state.auth.clone();
     let mut resp = match route {
@@ -44,10 +44,14 @@ pub async fn dispatch(
             listing::catalog(&req, st, &q, visible).await
         }
         Route::Tags(name) if is_get(&m) => listing::tags(&req, st, name, &q).await,
-        Route::Manifest(name, r) => match m {
-            Method::GET | Method::HEAD => manifests::get(st, name, r, m == Method::GET).await,
-            Method::PUT => manifests::put(&req, &mut payload, st, name, r, &q).await,
-            Method::DELETE => manifests::delete(st, name, r).await,
+        Route::Manifest(name, r) => match (m.clone(), r) {
+            (Method::PUT, r) => manifests::put(&req, &mut payload, st, name, r?, &q).await,
+            // No manifest can have a reference outside the grammar: reads find nothing.
+            (Method::GET | Method::HEAD | Method::DELETE, Err(e)) => Err(manifests::unknown(e)),
+            (Method::GET | Method::HEAD, Ok(r)) => {
+                manifests::get(st, name, r, m == Method::GET).await
+            }
+            (Method::DELETE, Ok(r)) => manifests::delete(st, name, r).await,
             _ => Err(ApiError::method_not_allowed()),
         },
         Route::Blob(name, d) => match m {
@@ -56,11 +60,8 @@ pub async fn dispatch(
             _ => Err(ApiError::method_not_allowed()),
         },
         Route::UploadStart(name) if m == Method::POST => {
-            // Mounting reads the source repository: without that right, upload instead.
-            let may_mount = q
-                .get("from")
-                .is_some_and(|f| gate.allowed(&principal, f).has(Action::ContentRead));
-            uploads::start(&req, &mut payload, st, name, &q, may_mount).await
+            let from = auth::mount_from(&gate, &principal, &q);
+            uploads::start(&req, &mut payload, st, name, &q, from).await
         }
         Route::Upload(name, id) => match m {
             Method::GET => uploads::status(&req, st, name, id).await,

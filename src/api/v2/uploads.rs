@@ -7,13 +7,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::Mutex;
 
+use super::super::auth::MountFrom;
 use super::super::error::{ApiError, ApiResult};
 use super::super::payload::{on_writer, stream_into, with_writer};
 use super::super::query::Query;
 use super::super::urls::absolute;
 use super::super::{blocking, AppState};
 use super::upload_range;
-use crate::registry::{Digest, RepoName};
+use crate::registry::{Digest, ErrorCode, RepoName};
 use crate::storage::uploads::SessionGuard;
 use crate::storage::StorageError;
 
@@ -50,33 +51,27 @@ fn digest_param(q: &Query) -> ApiResult<Option<Digest>> {
         .transpose()
 }
 
-/// `POST /v2/<name>/blobs/uploads/[?digest=|?mount=&from=]`
+/// `POST /v2/<name>/blobs/uploads/[?digest=|?mount=[&from=]]`
 pub async fn start(
     req: &HttpRequest,
     payload: &mut web::Payload,
     state: &web::Data<AppState>,
     name: RepoName,
     q: &Query,
-    may_mount: bool,
+    from: MountFrom,
 ) -> ApiResult<HttpResponse> {
-    if let (Some(mount), Some(from), true) = (q.get("mount"), q.get("from"), may_mount) {
+    if let Some(mount) = q.get("mount") {
         let digest: Digest = mount.parse()?;
-        // A bad `from` just means no mount: the client then uploads as usual.
-        if let Ok(from) = RepoName::parse(from) {
-            let (repo, d) = (name.clone(), digest.clone());
-            let mounted = blocking(&state.store, move |s| {
-                match s.meta.blob_link(&from, &d)? {
-                    Some(size) if s.blobs.size(&d)?.is_some() => {
-                        s.meta.link_blob(&repo, &d, size)?;
-                        Ok(true)
-                    }
-                    _ => Ok(false),
-                }
-            })
-            .await?;
-            if mounted {
-                return Ok(created(req, &name, &digest));
-            }
+        let (repo, d) = (name.clone(), digest.clone());
+        let mounted = blocking(&state.store, move |s| match from {
+            MountFrom::Nothing => Ok(false),
+            MountFrom::Repo(from) => s.mount(&repo, &from, &d),
+            MountFrom::Readable(readable) => Ok(s.mount_any(&repo, &d, readable)?.is_some()),
+        })
+        .await?;
+        if mounted {
+            tracing::info!(repository = %name, digest = %digest, "blob mounted");
+            return Ok(created(req, &name, &digest));
         }
     } else if let Some(digest) = digest_param(q)? {
         let algo = digest.algorithm();
@@ -92,6 +87,7 @@ pub async fn start(
                         .finish_oneshot(&store.meta, &store.blobs, &repo, w, &d)
                 })
                 .await?;
+                tracing::info!(repository = %name, digest = %digest, "blob uploaded");
             }
             Err(e) => {
                 if let Some(w) = slot.as_mut().and_then(|g| g.take()) {
@@ -115,7 +111,7 @@ fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> {
     let bad = || {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
-            "BLOB_UPLOAD_INVALID",
+            ErrorCode::BlobUploadInvalid,
             "Content-Range must look like <start>-<end>",
         )
     };
@@ -196,7 +192,10 @@ pub async fn finish(
     q: &Query,
 ) -> ApiResult<HttpResponse> {
     let digest = digest_param(q)?.ok_or_else(|| {
-        ApiError::bad_request("DIGEST_INVALID", "the digest query parameter is required")
+        ApiError::bad_request(
+            ErrorCode::DigestInvalid,
+            "the digest query parameter is required",
+        )
     })?;
     let mut slot = lock_session(state, &name, &id).await?;
     append_chunk(req, payload, &mut slot).await?;
@@ -212,7 +211,7 @@ pub async fn finish(
             .finish(&store.meta, &store.blobs, &repo, &sid, w, &d)
     })
     .await?;
-    tracing::debug!(repository = %name, digest = %digest, "blob upload finished");
+    tracing::info!(repository = %name, digest = %digest, "blob uploaded");
     Ok(created(req, &name, &digest))
 }
 

@@ -1,6 +1,7 @@
 //! Manifest validation tests, hostile inputs included.
 
 use super::*;
+use crate::registry::ErrorCode;
 
 fn d(n: u8) -> String {
     format!("sha256:{}", format!("{n:02x}").repeat(32))
@@ -52,7 +53,7 @@ fn rejects_mismatched_media_type() {
         image(Some(mt::OCI_MANIFEST)).as_bytes(),
         Some(mt::DOCKER_MANIFEST),
     );
-    assert_eq!(e.unwrap_err().code(), "MANIFEST_INVALID");
+    assert_eq!(e.unwrap_err().code(), ErrorCode::ManifestInvalid);
     let e = parse(image(Some(mt::OCI_INDEX)).as_bytes(), None);
     assert!(e.is_err(), "an image body under an index media type");
 }
@@ -121,6 +122,6 @@ fn rejects_hostile_manifests() {
     for (body, ct) in cases {
         let r = parse(body.as_bytes(), ct);
         assert!(r.is_err(), "accepted {:?}", &body[..body.len().min(60)]);
-        assert_eq!(r.unwrap_err().code(), "MANIFEST_INVALID");
+        assert_eq!(r.unwrap_err().code(), ErrorCode::ManifestInvalid);
     }
 }

@@ -7,6 +7,10 @@ use crate::registry::{Digest, RepoName};
 use crate::storage::error::Result;
 use crate::storage::fsutil::now_secs;
 
+/// Most repositories looked at as the source of one mount: a blob shared more widely than this
+/// is found among the first ones by name, and the lookup stays bounded.
+const LINK_SOURCES_MAX: i64 = 10_000;
+
 /// Id of an existing repository.
 pub(super) fn repo_id(conn: &Connection, repo: &RepoName) -> Result<Option<i64>> {
     Ok(conn
@@ -53,6 +57,53 @@ impl Metadata {
                 params![id, digest.as_str(), size as i64, now_secs()],
             )?;
             Ok(())
+        })
+    }
+
+    /// Links `digest` into `target` when `from` links it, in one transaction; the size when it did.
+    pub fn link_from(
+        &self,
+        target: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
+        self.link_from_first(target, digest, |repo| repo == from.as_str())
+            .map(|found| found.map(|(_, size)| size))
+    }
+
+    /// Links `digest` into `target` from the first repository (by name) that links it and that
+    /// `accept` approves, in one transaction; that repository and the size when it did.
+    pub fn link_from_first(
+        &self,
+        target: &RepoName,
+        digest: &Digest,
+        mut accept: impl FnMut(&str) -> bool,
+    ) -> Result<Option<(String, u64)>> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT r.name, b.size FROM blob_links b JOIN repositories r ON r.id = b.repo_id
+                 WHERE b.digest = ?1 ORDER BY r.name LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![digest.as_str(), LINK_SOURCES_MAX], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            let mut found = None;
+            for row in rows {
+                let (name, size) = row?;
+                if accept(&name) {
+                    found = Some((name, size as u64));
+                    break;
+                }
+            }
+            if let Some((_, size)) = &found {
+                let id = ensure_repo(tx, target)?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO blob_links (repo_id, digest, size, created)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, digest.as_str(), *size as i64, now_secs()],
+                )?;
+            }
+            Ok(found)
         })
     }
 

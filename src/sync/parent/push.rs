@@ -258,6 +258,38 @@ impl ParentClient {
         }
     }
 
+    /// Pushes a manifest by its digest and asks the parent to tag it in the same request
+    /// (`?tag=`, the spec's push with tags). True when the parent says it applied the tag
+    /// (`OCI-Tag`); a parent that ignores the parameter stored the manifest untagged.
+    pub async fn put_manifest_tagged(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        tag: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<bool, ParentError> {
+        let tag = crate::registry::Tag::parse(tag)
+            .map_err(|e| ParentError::Config(format!("invalid tag: {e}")))?;
+        let (url, _, _) = self.manifest_url(repo, digest.as_str())?;
+        let url = format!("{url}?tag={tag}");
+        let bad = || ParentError::Config(format!("bad media type {:?}", clip(media_type)));
+        let content_type = HeaderValue::from_str(media_type).map_err(|_| bad())?;
+        let req = self.inner.http.put(&url).header(CONTENT_TYPE, content_type);
+        let resp = self
+            .send_body(req, &push_scope(repo), Payload::Bytes(bytes))
+            .await?;
+        if !resp.status().is_success() {
+            return Err(self.failure(resp).await);
+        }
+        let applied = resp
+            .headers()
+            .get_all("oci-tag")
+            .iter()
+            .any(|v| v == tag.as_str());
+        Ok(applied)
+    }
+
     /// Deletes a manifest by digest (manifest and tags) or by tag (the tag only, where the parent
     /// can). 401 is `Unauthorized`, 403 `Denied`.
     pub async fn delete_manifest(
