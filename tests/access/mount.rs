@@ -199,6 +199,28 @@ fn unknown_references_and_tags_on_push_under_auth() {
         .collect();
     assert_eq!(tags, ["x", "y"]);
 
+    // Pushed by its sha512 digest, it is served under that digest.
+    let d512 = oci::sha512(&image.bytes);
+    let url = format!("{}/v2/ref/app/manifests/{d512}?tag=z", reg.url());
+    let put = admin
+        .apply(c.put(url))
+        .header("Content-Type", oci::OCI_MANIFEST);
+    let put = put
+        .body(image.bytes.clone())
+        .send()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(put.status().as_u16(), 201);
+    let got = admin.apply(c.get(format!("{}/v2/ref/app/manifests/z", reg.url())));
+    let got = got
+        .header("Accept", oci::OCI_MANIFEST)
+        .send()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let served = got.headers().get("docker-content-digest").cloned();
+    assert_eq!(
+        served.as_ref().and_then(|v| v.to_str().ok()),
+        Some(d512.as_str())
+    );
+
     let path = "/v2/ref/app/manifests/.INVALID";
     let anon = Cred::Anonymous
         .apply(c.get(format!("{}{path}", reg.url())))
