@@ -44,6 +44,8 @@ enum Command {
         #[command(flatten)]
         data: cli::admin::DataDir,
     },
+    /// Check that the registry answers healthy (the container image's HEALTHCHECK).
+    Health(cli::health::HealthArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,5 +56,6 @@ fn main() -> ExitCode {
         Command::Token { data, cmd } => cli::admin::token(data, cmd),
         Command::Sync { data, cmd } => cli::sync::sync(data, cmd),
         Command::Status { data } => cli::sync::status(data),
+        Command::Health(args) => cli::health::run(args),
     }
 }

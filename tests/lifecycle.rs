@@ -333,3 +333,30 @@ fn a_relative_data_directory_works_for_every_command() {
     let _ = child.wait();
     assert_eq!(status, 200);
 }
+
+#[test]
+fn health_command_exits_zero_only_while_the_registry_is_healthy() {
+    let mut reg = common::Registry::start();
+    let health = |env_listen: Option<&str>, url: Option<&str>| {
+        let mut cmd = Command::new(common::BIN);
+        cmd.arg("health").env_remove("CONNECTED_REGISTRY_LISTEN");
+        if let Some(l) = env_listen {
+            cmd.env("CONNECTED_REGISTRY_LISTEN", l);
+        }
+        if let Some(u) = url {
+            cmd.args(["--url", u]);
+        }
+        common::run_bounded(&mut cmd, Duration::from_secs(30))
+    };
+    // From the same variable `serve` reads, as the image's HEALTHCHECK does.
+    let out = health(Some(&format!("0.0.0.0:{}", reg.port)), None);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Healthy"));
+    let url = format!("{}/acr/v1/_health", reg.url());
+    assert!(health(None, Some(&url)).status.success());
+    reg.stop_hard();
+    let out = health(None, Some(&url));
+    assert!(!out.status.success(), "healthy while stopped");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("connected-registry: error:"), "{err}");
+}
