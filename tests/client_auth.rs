@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::clients::docker::{Dockerd, CMD_LIMIT};
@@ -23,32 +22,10 @@ const REPO: &str = "auth/app";
 /// A registry with two tokens on `auth/*`: (registry, pusher password, puller password).
 fn registry_with_tokens() -> (Registry, String, String) {
     let reg = Registry::start_authenticated(&[]);
-    let repo = "auth/*";
     let read = ["content/read", "metadata/read"];
     let write = ["content/read", "metadata/read", "content/write"];
-    for (map, actions) in [("pullers", &read[..]), ("pushers", &write[..])] {
-        let mut args = vec!["scope-map", "create", "--name", map, "--repository", repo];
-        args.extend(actions);
-        reg.admin(&args);
-    }
-    let password = |name: &str, map: &str| {
-        let t = reg.admin(&["token", "create", "--name", name, "--scope-map", map]);
-        let pw = t["credentials"]["passwords"][0]["value"].as_str();
-        pw.unwrap_or_else(|| panic!("no password in {t}"))
-            .to_owned()
-    };
-    let pusher = password("pusher", "pushers");
-    let puller = password("puller", "pullers");
-    // A running server picks up management changes within a few seconds.
-    for (user, pw) in [("pusher", &pusher), ("puller", &puller)] {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let url = format!("{}/v2/", reg.url());
-        let get = || common::http().get(&url).basic_auth(user, Some(pw)).send();
-        while !get().is_ok_and(|r| r.status().is_success()) {
-            assert!(Instant::now() < deadline, "{user} never became valid");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let pusher = reg.add_token("pusher", "auth/*", &write);
+    let puller = reg.add_token("puller", "auth/*", &read);
     (reg, pusher, puller)
 }
 

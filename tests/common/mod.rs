@@ -1,6 +1,7 @@
 //! Shared harness for whole-process tests: the real binary on a free loopback port.
 #![allow(dead_code)]
 
+pub mod apiproxy;
 pub mod clients;
 pub mod distribution;
 pub mod faultproxy;
@@ -234,6 +235,27 @@ impl Registry {
         }
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("{args:?} printed non-JSON ({e}): {out}"))
+    }
+
+    /// Creates a scope map `name` granting `actions` on `repo` (a pattern) and a token `name`
+    /// bound to it; returns its password once the running server accepts it (bounded: 15 s).
+    pub fn add_token(&self, name: &str, repo: &str, actions: &[&str]) -> String {
+        let mut args = vec!["scope-map", "create", "--name", name, "--repository", repo];
+        args.extend(actions);
+        self.admin(&args);
+        let t = self.admin(&["token", "create", "--name", name, "--scope-map", name]);
+        let pw = t["credentials"]["passwords"][0]["value"].as_str();
+        let pw = pw
+            .unwrap_or_else(|| panic!("no password in {t}"))
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let url = format!("{}/v2/", self.url());
+        let get = || http().get(&url).basic_auth(name, Some(&pw)).send();
+        while !get().is_ok_and(|r| r.status().is_success()) {
+            assert!(Instant::now() < deadline, "token {name} never became valid");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pw
     }
 
     /// The first-start admin password.

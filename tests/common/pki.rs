@@ -30,7 +30,12 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 and localhost: (certificate PEM, key PEM).
     pub fn server(&self) -> (String, String) {
-        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        self.server_for(&["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate for `names` (host names or IP addresses): (certificate PEM, key PEM).
+    pub fn server_for(&self, names: &[&str]) -> (String, String) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut p = CertificateParams::new(names).unwrap_or_else(|e| panic!("{e}"));
         p.distinguished_name.push(DnType::CommonName, "registry");
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
