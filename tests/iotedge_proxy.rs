@@ -257,3 +257,96 @@ fn clients_reach_the_registry_through_the_api_proxy() {
     assert!(log.contains("GET /acr/oauth2/token"), "{log}");
     assert!(!reg.log().contains(&pusher) && !reg.log().contains(&puller));
 }
+
+/// A nested layer's connected registry: its parent is the upper layer's API proxy, reached as
+/// `$IOTEDGE_PARENTHOSTNAME:8000` over HTTPS with the gateway's CA, with the sync token.
+fn nested_child(proxy: &ApiProxy, parent_host: &str, sync_pw: &str, repos: &[&str]) -> Registry {
+    let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let list: Vec<String> = repos.iter().map(|r| format!("\"{r}\"")).collect();
+    let policy = format!(
+        "mode = \"ReadOnly\"\n[sync]\nrepositories = [{}]\ninterval = \"1s\"\n",
+        list.join(", ")
+    );
+    let file = tmp.path().join("policy.toml");
+    std::fs::write(&file, policy).unwrap_or_else(|e| panic!("{e}"));
+    let cs = format!(
+        "ConnectedRegistryName=nested;SyncTokenName=nested-sync-token;SyncTokenPassword={sync_pw};\
+         ParentGatewayEndpoint=$IOTEDGE_PARENTHOSTNAME:8000;ParentEndpointProtocol=https"
+    );
+    let args = vec![
+        "--insecure-no-auth".to_owned(),
+        "--config".to_owned(),
+        file.display().to_string(),
+        "--parent-ca".to_owned(),
+        proxy.ca.display().to_string(),
+    ];
+    let env = vec![
+        ("ACR_REGISTRY_CONNECTION_STRING".to_owned(), cs),
+        ("IOTEDGE_PARENTHOSTNAME".to_owned(), parent_host.to_owned()),
+    ];
+    Registry::start_in(tmp, args, env)
+}
+
+/// Polls until `base` serves `repo:tag` with `digest` (bounded: 60 s).
+fn wait_served(base: &str, repo: &str, tag: &str, digest: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let url = format!("{base}/v2/{repo}/manifests/{tag}");
+    let accept =
+        "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json";
+    loop {
+        let r = common::http().get(&url).header("Accept", accept).send();
+        let got = r.ok().and_then(|r| {
+            let d = r.headers().get("docker-content-digest")?;
+            d.to_str().ok().map(str::to_owned)
+        });
+        if got.as_deref() == Some(digest) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never served {digest}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_nested_layer_syncs_through_the_parents_api_proxy() {
+    require_root();
+    let root = Registry::start_authenticated(&[]);
+    let sync_pw = root.add_token("nested-sync-token", "acr/*", PULL);
+    let proxy = ApiProxy::start("127.0.0.3", &root.host());
+    let admin = root.admin_password();
+    let image = oci::image("amd64", b"synced through the parent's API proxy\n");
+    let c = common::http();
+    for b in &image.blobs {
+        let url = format!(
+            "{}/v2/acr/app/blobs/uploads/?digest={}",
+            root.url(),
+            b.digest
+        );
+        let r = c
+            .post(url)
+            .basic_auth("admin", Some(&admin))
+            .body(b.bytes.clone())
+            .send();
+        assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 201);
+    }
+    let url = format!("{}/v2/acr/app/manifests/v1", root.url());
+    let r = c
+        .put(url)
+        .basic_auth("admin", Some(&admin))
+        .header("Content-Type", oci::OCI_MANIFEST)
+        .body(image.bytes.clone())
+        .send();
+    assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 201);
+
+    let child = nested_child(&proxy, "127.0.0.3", &sync_pw, &["acr/app"]);
+    wait_served(&child.url(), "acr/app", "v1", &image.digest);
+    let log = proxy.access_log();
+    assert!(
+        log.contains("GET /acr/oauth2/token"),
+        "the child's token came through the proxy"
+    );
+    assert!(log.contains("nested-sync-token"), "{log}");
+}
