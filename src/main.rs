@@ -46,6 +46,9 @@ enum Command {
     },
     /// Check that the registry answers healthy (the container image's HEALTHCHECK).
     Health(cli::health::HealthArgs),
+    /// Azure IoT Edge deployment: print a filled deployment manifest (`iot-edge manifest`).
+    #[command(name = "iot-edge", subcommand)]
+    IotEdge(cli::edge::EdgeCmd),
 }
 
 fn main() -> ExitCode {
@@ -57,5 +60,6 @@ fn main() -> ExitCode {
         Command::Sync { data, cmd } => cli::sync::sync(data, cmd),
         Command::Status { data } => cli::sync::status(data),
         Command::Health(args) => cli::health::run(args),
+        Command::IotEdge(cmd) => cli::edge::run(cmd),
     }
 }

@@ -1,6 +1,7 @@
 //! Subcommands of the `connected-registry` binary.
 
 pub mod admin;
+pub mod edge;
 pub mod health;
 pub mod serve;
 pub mod sync;
