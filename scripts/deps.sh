@@ -22,3 +22,33 @@ ensure_packages() {
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; fi
 }
+
+# `ensure_foreign_arch ARCH`: lets apt install packages of another architecture (`pkg:ARCH`, e.g.
+# the arm64 Rust standard library for cross builds). Adding one needs root; ensure_packages then
+# fetches its package lists with its own `apt-get update`.
+ensure_foreign_arch() {
+  local arch=$1
+  [[ $(dpkg --print-architecture) == "$arch" ]] && return 0
+  dpkg --print-foreign-architectures | grep -qx "$arch" && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "dpkg does not know the $arch architecture: run as root, or dpkg --add-architecture $arch" >&2
+    exit 1
+  fi
+  echo "==> dpkg --add-architecture $arch"
+  dpkg --add-architecture "$arch"
+}
+
+# `ensure_binfmt NAME` (e.g. qemu-aarch64, from qemu-user-static): the kernel runs that
+# architecture's binaries through qemu, containers included (the registration's F flag opens the
+# interpreter up front, so it need not exist inside the container). Needs root.
+ensure_binfmt() {
+  local name=$1 dir=/proc/sys/fs/binfmt_misc
+  if [[ -r $dir/$name ]] && grep -qx enabled "$dir/$name"; then return 0; fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "binfmt $name is not registered: run as root, or update-binfmts --enable $name" >&2
+    exit 1
+  fi
+  mountpoint -q "$dir" || mount -t binfmt_misc binfmt_misc "$dir"
+  update-binfmts --enable "$name"
+  grep -qx enabled "$dir/$name"
+}

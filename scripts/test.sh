@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   ca-certificates curl jq iproute2 mount uidmap
   skopeo podman docker.io containerd docker-registry nginx
+  qemu-user-static binfmt-support
 )
 
 # shellcheck source=scripts/deps.sh
@@ -22,6 +23,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+# The container images' binaries (static, amd64 and arm64) in their own target directory, as a
+# step of its own: tests/images.rs then builds the images from cargo's cache. CI uses the
+# lighter image-ci profile; IMAGES_PROFILE overrides.
+if [[ ${CI:-} == true ]]; then export IMAGES_PROFILE=${IMAGES_PROFILE:-image-ci}; fi
+export IMAGES_PROFILE=${IMAGES_PROFILE:-release}
+echo "==> image binaries (scripts/build-images.sh --profile $IMAGES_PROFILE --no-docker)"
+scripts/build-images.sh --profile "$IMAGES_PROFILE" --no-docker
 echo "==> cargo test"
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
 echo "==> benchmark smoke run (no timings checked)"
