@@ -143,13 +143,7 @@ fn docker_login_push_and_pull_with_client_tokens() {
     // Push token: push works; the registry serves what docker reports.
     let out = dk.ok(&reg, &["login", "-u", "pusher", "-p", &pusher, &host]);
     assert!(out.contains("Login Succeeded"), "{out}");
-    let out = dk.ok(&reg, &["push", &image]);
-    let digest = out
-        .lines()
-        .find_map(|l| l.strip_prefix("docker: digest: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in push output:\n{out}"))
-        .to_owned();
+    let digest = dk.push(&reg, &image);
     assert_eq!(
         manifest_digest(&reg, "docker", "puller", &puller),
         (200, digest.clone())

@@ -204,13 +204,7 @@ fn clients_reach_the_registry_through_the_api_proxy() {
     let tar = tarball(dk.dir.path(), b"pushed through the API proxy\n");
     dk.ok(&reg, &["import", &tar, &image]);
     dk.ok(&reg, &["login", "-u", "pusher", "-p", &pusher, &proxy.addr]);
-    let out = dk.ok(&reg, &["push", &image]);
-    let digest = out
-        .lines()
-        .find_map(|l| l.strip_prefix("docker: digest: "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no digest in push output:\n{out}"))
-        .to_owned();
+    let digest = dk.push(&reg, &image);
     dk.ok(&reg, &["rmi", &image]);
     dk.ok(&reg, &["login", "-u", "puller", "-p", &puller, &proxy.addr]);
     let out = dk.ok(&reg, &["pull", &image]);

@@ -127,18 +127,6 @@ fn required(need: &Need) -> Option<(&RepoName, Action)> {
     }
 }
 
-/// The same token without the narrowing of a bearer token: what its scope map allows.
-fn unnarrowed(p: &Principal) -> Principal {
-    match p {
-        Principal::Token { name, stamp, .. } => Principal::Token {
-            name: name.clone(),
-            stamp: stamp.clone(),
-            bearer: None,
-        },
-        other => other.clone(),
-    }
-}
-
 /// Where `POST …/blobs/uploads/?mount=` may link the blob from.
 pub enum MountFrom {
     /// No mount was asked for, or the caller may not read the source: upload as usual.
@@ -156,7 +144,7 @@ pub fn mount_from(auth: &Arc<Authenticator>, p: &Principal, q: &Query) -> MountF
     if q.get("mount").is_none() {
         return MountFrom::Nothing;
     }
-    let full = unnarrowed(p);
+    let full = p.unnarrowed();
     match q.get("from") {
         Some(from) => match RepoName::parse(from) {
             Ok(from) if auth.allowed(&full, from.as_str()).has(Action::ContentRead) => {
@@ -337,7 +325,7 @@ pub async fn authorize(
             bearer: Some(_), ..
         } => {
             // The scope map may allow what this bearer token was not issued for: ask for more.
-            let full = unnarrowed(&p);
+            let full = p.unnarrowed();
             let could = match need {
                 Some(Need::Catalog) => auth.may_list_catalog(&full),
                 Some(n) => required(n).is_some_and(|(n, a)| auth.allowed(&full, n.as_str()).has(a)),

@@ -44,6 +44,20 @@ pub enum Principal {
     },
 }
 
+impl Principal {
+    /// The same principal without the narrowing of a bearer token: what its scope map allows.
+    pub fn unnarrowed(&self) -> Principal {
+        match self {
+            Principal::Token { name, stamp, .. } => Principal::Token {
+                name: name.clone(),
+                stamp: stamp.clone(),
+                bearer: None,
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 /// A freshly issued bearer token.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -334,13 +348,13 @@ impl Authenticator {
             .iter()
             .map(|e| {
                 let actions = if e.kind == "registry" {
-                    if self.may_list_catalog(&strip_bearer(p)) {
+                    if self.may_list_catalog(&p.unnarrowed()) {
                         vec!["*".to_owned()]
                     } else {
                         vec![]
                     }
                 } else {
-                    grant(&e.actions, self.allowed(&strip_bearer(p), &e.name))
+                    grant(&e.actions, self.allowed(&p.unnarrowed(), &e.name))
                 };
                 ScopeEntry {
                     kind: e.kind.clone(),
@@ -410,17 +424,5 @@ fn log_changes(old: &Snapshot, new: &Snapshot) {
     }
     for name in old.maps.keys().filter(|n| !new.maps.contains_key(*n)) {
         tracing::info!(scope_map = %name, "scope map deleted");
-    }
-}
-
-/// The same principal without bearer limits (issuing starts from the scope map).
-fn strip_bearer(p: &Principal) -> Principal {
-    match p {
-        Principal::Token { name, stamp, .. } => Principal::Token {
-            name: name.clone(),
-            stamp: stamp.clone(),
-            bearer: None,
-        },
-        other => other.clone(),
     }
 }

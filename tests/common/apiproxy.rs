@@ -35,6 +35,17 @@ pub struct ApiProxy {
 /// The nginx configuration: the API proxy template's routing for a connected registry.
 fn config(dir: &Path, addr: &str, upstream: &str) -> String {
     let d = dir.display();
+    // Both prefixes are routed alike.
+    let route = format!(
+        r#"
+            proxy_http_version 1.1;
+            proxy_pass http://{upstream};
+            proxy_set_header Host {ROUTE_ADDRESS};
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            client_max_body_size 1000G;
+        "#
+    );
     format!(
         r#"daemon off;
 master_process off;
@@ -62,22 +73,8 @@ http {{
         ssl_client_certificate {d}/trustedCA.crt;
         ssl_verify_depth 7;
         ssl_verify_client optional_no_ca;
-        location /v2 {{
-            proxy_http_version 1.1;
-            proxy_pass http://{upstream};
-            proxy_set_header Host {ROUTE_ADDRESS};
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            client_max_body_size 1000G;
-        }}
-        location /acr {{
-            proxy_http_version 1.1;
-            proxy_pass http://{upstream};
-            proxy_set_header Host {ROUTE_ADDRESS};
-            proxy_set_header X-Forwarded-Host $http_host;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            client_max_body_size 1000G;
-        }}
+        location /v2 {{{route}}}
+        location /acr {{{route}}}
     }}
 }}
 "#

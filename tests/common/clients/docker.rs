@@ -113,6 +113,16 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `docker push`; returns the manifest digest docker reports.
+    pub fn push(&self, reg: &Registry, image: &str) -> String {
+        let out = self.ok(reg, &["push", image]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("docker: digest: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no digest in push output:\n{out}"))
+            .to_owned()
+    }
+
     /// True if the daemon knows `reference` (an image id, tag or digest reference).
     pub fn has_image(&self, reference: &str) -> bool {
         let out = run_bounded(&mut self.cmd(&["image", "inspect", reference]), CMD_LIMIT);
