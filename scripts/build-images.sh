@@ -68,7 +68,8 @@ source_url=$(sed -E 's#^([a-z+]+://)[^@/]*@#\1#' <<<"$source_url")
 tag_amd64=connected-registry:$version-amd64
 tag_arm64=connected-registry:$version-arm64v8
 
-out=${IMAGES_TARGET_DIR:-$root/target/images}
+# Fixed: the Dockerfiles copy from target/images/context-<arch> (.dockerignore lets only those in).
+out=$root/target/images
 export CARGO_TARGET_DIR=$out
 # Debian's toolchain explicitly: rustup's proxies may come first on PATH.
 export RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
@@ -86,6 +87,9 @@ export CARGO_PROFILE_RELEASE_STRIP=true
   export "CARGO_PROFILE_${var}_STRIP=true"
 }
 dk=(docker)
+# Scratch directories under target/images, removed however the script ends.
+scratch=()
+trap 'rm -rf "${scratch[@]}"' EXIT
 
 # Builds the binary for one Rust target triple.
 build_binary() {
@@ -113,19 +117,19 @@ stage_context() {
   printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/var/acr/data:/sbin/nologin\n' \
     >"$ctx/rootfs/etc/passwd"
   printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/rootfs/etc/group"
-  # glibc's default without this file puts DNS before /etc/hosts; containers expect hosts first.
+  # Without this file glibc's built-in order can ask DNS before /etc/hosts; containers expect
+  # /etc/hosts (docker's --add-host) first, then DNS (docker's embedded server for module names).
   printf 'hosts: files dns\n' >"$ctx/rootfs/etc/nsswitch.conf"
   chmod 0644 "$ctx/rootfs/etc/"*
-  cp "Dockerfile.$arch" "$ctx/"
 }
 
-# docker build of one staged context, tagged $2.
+# docker build of one image from the repository root, tagged $2.
 build_image() {
   local arch=$1 tag=$2
-  echo "==> docker build -f Dockerfile.$arch -t $tag"
-  "${dk[@]}" build --quiet -f "$out/context-$arch/Dockerfile.$arch" -t "$tag" \
+  echo "==> docker build -f Dockerfile.$arch -t $tag ."
+  "${dk[@]}" build --quiet -f "Dockerfile.$arch" -t "$tag" \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
-    --build-arg "SOURCE=$source_url" --build-arg "LICENSES=$licenses" "$out/context-$arch" >/dev/null
+    --build-arg "SOURCE=$source_url" --build-arg "LICENSES=$licenses" . >/dev/null
 }
 
 # Docker 20.10 without buildx records amd64 for a FROM scratch image whatever --platform says:
@@ -134,6 +138,7 @@ build_image() {
 retag_arm64() {
   local from=$1 tag=$2 work config new hex
   work=$(mktemp -d "$out/arm64-save.XXXXXX")
+  scratch+=("$work")
   "${dk[@]}" save -o "$work/image.tar" "$from"
   mkdir "$work/x"
   tar -C "$work/x" -xf "$work/image.tar"
@@ -149,7 +154,6 @@ retag_arm64() {
   tar -C "$work/x" -cf "$work/arm64.tar" .
   "${dk[@]}" rmi "$from" >/dev/null
   "${dk[@]}" load -q -i "$work/arm64.tar" >/dev/null
-  rm -rf "$work"
 }
 
 total=$SECONDS
@@ -172,7 +176,7 @@ if [[ -n $push ]]; then
   # One OCI layout holds both images; an index written over their manifests is the
   # multi-architecture image, and skopeo copies each piece byte for byte.
   layout=$(mktemp -d "$out/push.XXXXXX")
-  trap 'rm -rf "$layout"' EXIT
+  scratch+=("$layout")
   sk=(skopeo --insecure-policy)
   daemon=()
   [[ -z ${DOCKER_HOST:-} ]] || daemon=(--src-daemon-host "$DOCKER_HOST")

@@ -154,6 +154,16 @@ fn build_images(dk: &Dockerd, push: &str) -> Vec<String> {
         .collect()
 }
 
+/// Output of a git command in this repository (empty when it fails).
+fn git(args: &[&str]) -> String {
+    Command::new(require("git"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// `docker image inspect` of one image.
 fn image_inspect(dk: &Dockerd, image: &str) -> Value {
     let text = docker(dk, &["image", "inspect", image]);
@@ -205,18 +215,14 @@ fn check_image_config(dk: &Dockerd, image: &str, arch: &str, variant: Option<&st
     let label = |k: &str| labels[format!("org.opencontainers.image.{k}")].clone();
     assert_eq!(label("version"), VERSION, "{image}: labels {labels}");
     assert_eq!(label("licenses"), env!("CARGO_PKG_LICENSE"), "{image}");
-    let head = Command::new(require("git"))
-        .args(["rev-parse", "HEAD"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    let head = if head.is_empty() {
-        "unknown".into()
-    } else {
-        head
-    };
-    assert_eq!(label("revision"), head.as_str(), "{image}: revision");
+    let revision = label("revision");
+    let revision = revision.as_str().unwrap_or_default();
+    assert_eq!(revision.len(), 40, "{image}: revision {revision:?}");
+    assert_eq!(
+        git(&["cat-file", "-t", revision]),
+        "commit",
+        "{image}: revision {revision} is no commit of this repository"
+    );
     let source = label("source");
     let source = source.as_str().unwrap_or_default();
     assert!(!source.is_empty(), "{image}: no source label");
@@ -510,6 +516,7 @@ fn images_build_run_and_push_for_amd64_and_arm64() {
     let dk = Dockerd::start();
     let target = Registry::start();
     let push = format!("{}/{PUSH_REPO}:{VERSION}", target.host());
+    let head_before = git(&["rev-parse", "HEAD"]);
     let tags = build_images(&dk, &push);
     let (amd64, arm64) = (
         format!("connected-registry:{VERSION}-amd64"),
@@ -520,16 +527,25 @@ fn images_build_run_and_push_for_amd64_and_arm64() {
 
     // amd64: the image and the binary in it, then a real run.
     check_image_config(&dk, &amd64, "amd64", None);
+    // The revision label is HEAD (unless someone committed in this checkout meanwhile).
+    if git(&["rev-parse", "HEAD"]) == head_before {
+        let label = "{{index .Config.Labels \"org.opencontainers.image.revision\"}}";
+        let revision = docker(&dk, &["image", "inspect", "-f", label, &amd64]);
+        assert_eq!(revision, head_before, "revision label");
+    }
     check_binary(&dk, &amd64, 0x3e, &dk.dir.path().join("bin-amd64"));
     let healthy = run_and_exercise(&dk, &amd64, "linux/amd64", "amd64");
     assert!(
         healthy <= Duration::from_secs(2),
         "amd64 healthy only {healthy:?} after docker run"
     );
-    // Static glibc still resolves names: /etc/hosts through the built-in files service.
+    // A named volume starts as a copy of the image's data directory, which belongs to the
+    // registry's user: the registry starts on one.
     let port = free_port();
-    let c = run_registry(&dk, &amd64, "linux/amd64", port, &format!("vol-{port}"));
+    let volume = format!("vol-{port}");
+    let c = run_registry(&dk, &amd64, "linux/amd64", port, &volume);
     wait_healthy(&c, Instant::now(), Duration::from_secs(60));
+    // Static glibc still resolves names: /etc/hosts through its built-in files service.
     let url = format!("--url=http://registry.example.test:{port}/acr/v1/_health");
     let add_host = "--add-host=registry.example.test:127.0.0.1";
     let probe = [
@@ -547,9 +563,9 @@ fn images_build_run_and_push_for_amd64_and_arm64() {
         answer.contains("Healthy"),
         "health through a host name: {answer}"
     );
-    // ...and a named volume starts out writable by the image's user.
     stop_cleanly(&c);
     drop(c);
+    docker(&dk, &["volume", "rm", &volume]);
 
     // arm64 (v8), under qemu.
     check_image_config(&dk, &arm64, "arm64", Some("v8"));
