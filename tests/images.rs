@@ -24,11 +24,12 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::clients::docker::{Dockerd, CMD_LIMIT};
 use common::clients::require_root;
+use common::images::build_images;
 use common::{free_port, oci, require, run_bounded, Registry};
 use serde_json::Value;
 
@@ -36,28 +37,12 @@ use serde_json::Value;
 const UID: u32 = 65532;
 /// Largest acceptable image (uncompressed, as `docker image inspect` counts it).
 const MAX_SIZE: u64 = 16 * 1024 * 1024;
-/// A cold build of both architectures with the release profile takes this long at most here.
-const BUILD_LIMIT: Duration = Duration::from_secs(80 * 60);
 /// The registry's default shutdown timeout, which `docker stop` must beat.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Version in the tags, from Cargo.toml.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Repository the script pushes to.
 const PUSH_REPO: &str = "acr/connected-registry";
-
-/// The cargo profile the images are built with.
-fn profile() -> String {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-    std::env::var("IMAGES_PROFILE")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| if ci { "image-ci" } else { "release" }.to_owned())
-}
-
-/// The daemon's socket, as `DOCKER_HOST` wants it.
-fn docker_host(dk: &Dockerd) -> String {
-    format!("unix://{}", dk.dir.path().join("docker.sock").display())
-}
 
 /// Runs a docker command; panics with the daemon's log unless it succeeds; returns stdout.
 fn docker(dk: &Dockerd, args: &[&str]) -> String {
@@ -98,60 +83,6 @@ impl Drop for Container<'_> {
     fn drop(&mut self) {
         let _ = run_bounded(&mut self.dk.cmd(&["rm", "-f", "-v", &self.name]), CMD_LIMIT);
     }
-}
-
-/// Runs the build script against the private daemon, pushing to `push`; returns the tags it
-/// printed last.
-fn build_images(dk: &Dockerd, push: &str) -> Vec<String> {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let profile = profile();
-    let mut cmd = Command::new(require("bash"));
-    cmd.arg(Path::new(root).join("scripts/build-images.sh"))
-        .args(["--profile", &profile, "--push", push, "--insecure"])
-        .current_dir(root)
-        .env("DOCKER_HOST", docker_host(dk))
-        .env("DOCKER_CONFIG", dk.dir.path().join("client"))
-        .env_remove("DOCKER_CONTEXT");
-    // What cargo test set up for this process is not for the script's own cargo: a build
-    // script that watches one of these (ring reads CARGO_MANIFEST_DIR) would rebuild what
-    // scripts/test.sh built a moment ago.
-    let set_for_tests = [
-        "CARGO_MANIFEST_",
-        "CARGO_PKG_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-        "CARGO_PRIMARY_",
-        "CARGO_TARGET_TMPDIR",
-        "CARGO_RUSTC_",
-    ];
-    for (var, _) in std::env::vars_os() {
-        let name = var.to_string_lossy();
-        let by_cargo = name == "CARGO" || set_for_tests.iter().any(|p| name.starts_with(p));
-        if by_cargo || ["LD_LIBRARY_PATH", "RUSTFLAGS"].contains(&name.as_ref()) {
-            cmd.env_remove(&var);
-        }
-    }
-    let started = Instant::now();
-    let out: Output = run_bounded(&mut cmd, BUILD_LIMIT);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().collect();
-    let tail = tail[tail.len().saturating_sub(60)..].join("\n");
-    assert!(
-        out.status.success(),
-        "build-images.sh failed ({})\nstdout: {stdout}\nstderr (end):\n{tail}\ndockerd log:\n{}",
-        out.status,
-        dk.log_tail()
-    );
-    eprintln!(
-        "images: build-images.sh --profile {profile} --push took {:.1?}; its log ends:\n{tail}",
-        started.elapsed()
-    );
-    let lines: Vec<&str> = stdout.lines().collect();
-    lines[lines.len().saturating_sub(2)..]
-        .iter()
-        .map(|l| l.to_string())
-        .collect()
 }
 
 /// Output of a git command in this repository (empty when it fails).
@@ -543,7 +474,7 @@ fn images_build_run_and_push_for_amd64_and_arm64() {
     let target = Registry::start();
     let push = format!("{}/{PUSH_REPO}:{VERSION}", target.host());
     let head_before = git(&["rev-parse", "HEAD"]);
-    let tags = build_images(&dk, &push);
+    let tags = build_images(&dk, &["--push", &push, "--insecure"]);
     let (amd64, arm64) = (
         format!("connected-registry:{VERSION}-amd64"),
         format!("connected-registry:{VERSION}-arm64v8"),

@@ -6,7 +6,11 @@
 //!
 //! Proves: the token service and the challenge realm are reachable through the proxy, docker
 //! logs in, pushes and pulls, containerd pulls, chunked and streamed uploads with curl work, and
-//! every URL the registry hands out points back at the proxy.
+//! every URL the registry hands out points back at the proxy. A nested layer's registry syncs
+//! through its parent's proxy, and a nested layer's edgeAgent (its docker, fed the image and
+//! credentials of the manifest `iot-edge manifest --layer nested` writes, `$upstream`
+//! substituted as edgeAgent does) pulls this project's multi-architecture image for arm64 and
+//! amd64 from the parent's proxy with the child's sync token.
 
 mod common;
 
@@ -18,6 +22,7 @@ use common::apiproxy::ApiProxy;
 use common::clients::containerd::Containerd;
 use common::clients::docker::Dockerd;
 use common::clients::require_root;
+use common::images::build_images;
 use common::{oci, run_bounded, Registry};
 
 /// Repository the tokens here are scoped to.
@@ -343,4 +348,93 @@ fn a_nested_layer_syncs_through_the_parents_api_proxy() {
         "the child's token came through the proxy"
     );
     assert!(log.contains("nested-sync-token"), "{log}");
+}
+
+/// What edgeAgent does to an image or a registry address: `$upstream` followed by `:<port>`
+/// becomes the parent's host name; without a port it is left alone.
+fn substitute_upstream(text: &str, parent: &str) -> String {
+    match text.split_once("$upstream:") {
+        Some((pre, post)) if post.starts_with(|c: char| ('1'..='9').contains(&c)) => {
+            format!("{pre}{parent}:{post}")
+        }
+        _ => text.to_owned(),
+    }
+}
+
+#[test]
+fn a_nested_edge_agent_pulls_the_module_image_with_the_sync_token() {
+    require_root();
+    let version = env!("CARGO_PKG_VERSION");
+    let root = Registry::start_authenticated(&[]);
+    let sync_pw = root.add_token("nested-sync-token", "acr/*", PULL);
+    let admin = root.admin_password();
+    let mut proxy = ApiProxy::start("127.0.0.4", &root.host());
+    proxy.trust_for_docker();
+
+    // The upper layer holds this project's multi-architecture image.
+    let builder = Dockerd::start();
+    let reference = format!("{}/acr/connected-registry:{version}", root.host());
+    let creds = format!("admin:{admin}");
+    build_images(
+        &builder,
+        &["--push", &reference, "--creds", &creds, "--insecure"],
+    );
+    drop(builder);
+
+    // The lower layer's deployment, as `iot-edge manifest` writes it.
+    let cs = format!(
+        "ConnectedRegistryName=nested;SyncTokenName=nested-sync-token;SyncTokenPassword={sync_pw};\
+         ParentGatewayEndpoint=$IOTEDGE_PARENTHOSTNAME:8000;ParentEndpointProtocol=https"
+    );
+    let image_ref = format!("$upstream:8000/acr/connected-registry:{version}");
+    let out = common::run_ok(
+        Command::new(common::BIN).args([
+            "iot-edge",
+            "manifest",
+            "--layer",
+            "nested",
+            "--image",
+            &image_ref,
+            "--connection-string",
+            &cs,
+        ]),
+        Duration::from_secs(30),
+    );
+    let m: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let desired = &m["modulesContent"]["$edgeAgent"]["properties.desired"];
+    let image = desired["modules"]["connected-registry"]["settings"]["image"].as_str();
+    let image = substitute_upstream(image.unwrap_or_default(), "127.0.0.4");
+    assert_eq!(
+        image,
+        format!("{}/acr/connected-registry:{version}", proxy.addr)
+    );
+    let creds = desired["runtime"]["settings"]["registryCredentials"].as_object();
+    let (_, cred) = creds
+        .and_then(|c| c.iter().next())
+        .unwrap_or_else(|| panic!("no registry credentials in {m}"));
+    let address = substitute_upstream(cred["address"].as_str().unwrap_or_default(), "127.0.0.4");
+    assert_eq!(address, proxy.addr);
+    let user = cred["username"].as_str().unwrap_or_default();
+    let pass = cred["password"].as_str().unwrap_or_default();
+    assert_eq!((user, pass), ("nested-sync-token", sync_pw.as_str()));
+
+    // edgeAgent's pull on the lower layer: the parent's API proxy, the sync token, each
+    // architecture of the index on a device of that architecture.
+    let lower = Dockerd::start();
+    lower.ok(&root, &["login", "-u", user, "-p", pass, &address]);
+    for arch in ["arm64", "amd64"] {
+        let platform = format!("linux/{arch}");
+        lower.ok(&root, &["pull", "--platform", &platform, &image]);
+        let got = lower.ok(
+            &root,
+            &["image", "inspect", "-f", "{{.Architecture}}", &image],
+        );
+        assert_eq!(got.trim(), arch, "pulled for {platform}");
+        lower.ok(&root, &["rmi", &image]);
+    }
+    let log = proxy.access_log();
+    assert!(
+        log.contains("nested-sync-token"),
+        "the pulls went through the proxy: {log}"
+    );
 }

@@ -5,6 +5,7 @@ pub mod apiproxy;
 pub mod clients;
 pub mod distribution;
 pub mod faultproxy;
+pub mod images;
 pub mod oci;
 pub mod pki;
 pub mod process;

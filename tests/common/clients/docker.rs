@@ -86,6 +86,11 @@ impl Dockerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// The daemon's socket, as `DOCKER_HOST` wants it.
+    pub fn host(&self) -> &str {
+        &self.sock
+    }
+
     /// A `docker` CLI command talking to this daemon only, with a private client config.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(require("docker"));
