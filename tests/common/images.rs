@@ -33,22 +33,25 @@ pub fn build_images(dk: &Dockerd, args: &[&str]) -> Vec<String> {
         .env("DOCKER_HOST", dk.host())
         .env("DOCKER_CONFIG", dk.dir.path().join("client"))
         .env_remove("DOCKER_CONTEXT");
-    // What cargo test set up for this process is not for the script's own cargo: a build
-    // script that watches one of these (ring reads CARGO_MANIFEST_DIR) would rebuild what
-    // scripts/test.sh built a moment ago.
+    // What cargo test set up for this process is not for the script's own cargo: ring's build
+    // script watches CARGO_MANIFEST_DIR and OUT_DIR, among others, so passing them on would
+    // rebuild what scripts/test.sh built a moment ago.
     let set_for_tests = [
         "CARGO_MANIFEST_",
         "CARGO_PKG_",
         "CARGO_CRATE_",
         "CARGO_BIN_",
+        "CARGO_CFG_",
         "CARGO_PRIMARY_",
         "CARGO_TARGET_TMPDIR",
         "CARGO_RUSTC_",
     ];
+    let exact = ["CARGO", "OUT_DIR", "LD_LIBRARY_PATH", "RUSTFLAGS"];
     for (var, _) in std::env::vars_os() {
         let name = var.to_string_lossy();
-        let by_cargo = name == "CARGO" || set_for_tests.iter().any(|p| name.starts_with(p));
-        if by_cargo || ["LD_LIBRARY_PATH", "RUSTFLAGS"].contains(&name.as_ref()) {
+        let by_cargo =
+            exact.contains(&name.as_ref()) || set_for_tests.iter().any(|p| name.starts_with(p));
+        if by_cargo {
             cmd.env_remove(&var);
         }
     }
