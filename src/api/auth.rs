@@ -137,27 +137,41 @@ pub enum MountFrom {
     Readable(Box<dyn FnMut(&str) -> bool + Send>),
 }
 
-/// Decides the mount source. The token's scope map decides, not the narrower scopes of a bearer
-/// token issued for the target only: the caller could read the source anyway, and refusing would
-/// send a whole layer again over the edge link.
-pub fn mount_from(auth: &Arc<Authenticator>, p: &Principal, q: &Query) -> MountFrom {
-    if q.get("mount").is_none() {
-        return MountFrom::Nothing;
-    }
+/// Decides the mount source from the request's need (which holds a valid `from`) and query.
+/// The token's scope map decides, not the narrower scopes of a bearer token issued for the
+/// target only: the caller could read the source anyway, and refusing would send a whole layer
+/// again over the edge link.
+pub fn mount_from(
+    auth: &Arc<Authenticator>,
+    p: &Principal,
+    need: Option<&Need>,
+    q: &Query,
+) -> MountFrom {
     let full = p.unnarrowed();
-    match q.get("from") {
-        Some(from) => match RepoName::parse(from) {
-            Ok(from) if auth.allowed(&full, from.as_str()).has(Action::ContentRead) => {
-                MountFrom::Repo(from)
+    match (need, q.get("mount"), q.get("from")) {
+        (Some(Need::Mount { from, .. }), _, _) => {
+            if auth.allowed(&full, from.as_str()).has(Action::ContentRead) {
+                MountFrom::Repo(from.clone())
+            } else {
+                MountFrom::Nothing
             }
-            _ => MountFrom::Nothing,
-        },
-        None => {
+        }
+        (_, Some(_), None) => {
             let auth = auth.clone();
             MountFrom::Readable(Box::new(move |repo| {
                 auth.allowed(&full, repo).has(Action::ContentRead)
             }))
         }
+        // No mount asked for, or a `from` that names no repository: upload as usual.
+        _ => MountFrom::Nothing,
+    }
+}
+
+/// Whether `p` may do what `need` asks (anonymous login is decided by the caller).
+fn permits(auth: &Authenticator, p: &Principal, need: &Need) -> bool {
+    match need {
+        Need::Catalog => auth.may_list_catalog(p),
+        n => required(n).is_some_and(|(n, a)| auth.allowed(p, n.as_str()).has(a)),
     }
 }
 
@@ -313,8 +327,7 @@ pub async fn authorize(
     let ok = match need {
         None => true,
         Some(Need::Login) => p != Principal::Anonymous || auth.access.anonymous_pull,
-        Some(Need::Catalog) => auth.may_list_catalog(&p),
-        Some(n) => required(n).is_some_and(|(n, a)| auth.allowed(&p, n.as_str()).has(a)),
+        Some(n) => permits(auth, &p, n),
     };
     if ok {
         return Ok(p);
@@ -325,12 +338,7 @@ pub async fn authorize(
             bearer: Some(_), ..
         } => {
             // The scope map may allow what this bearer token was not issued for: ask for more.
-            let full = p.unnarrowed();
-            let could = match need {
-                Some(Need::Catalog) => auth.may_list_catalog(&full),
-                Some(n) => required(n).is_some_and(|(n, a)| auth.allowed(&full, n.as_str()).has(a)),
-                None => false,
-            };
+            let could = need.is_some_and(|n| permits(auth, &p.unnarrowed(), n));
             if could {
                 Err(unauthorized(
                     req,

@@ -60,7 +60,7 @@ pub async fn dispatch(
             _ => Err(ApiError::method_not_allowed()),
         },
         Route::UploadStart(name) if m == Method::POST => {
-            let from = auth::mount_from(&gate, &principal, &q);
+            let from = auth::mount_from(&gate, &principal, need.as_ref(), &q);
             uploads::start(&req, &mut payload, st, name, &q, from).await
         }
         Route::Upload(name, id) => match m {

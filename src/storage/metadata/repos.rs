@@ -34,6 +34,17 @@ pub(super) fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
+/// Links a blob into a repository (creating the repository on first use); idempotent.
+fn insert_link(conn: &Connection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    let id = ensure_repo(conn, repo)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO blob_links (repo_id, digest, size, created)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![id, digest.as_str(), size as i64, now_secs()],
+    )?;
+    Ok(())
+}
+
 /// Size of a blob if it is linked in the repository.
 pub(super) fn linked_size(conn: &Connection, repo_id: i64, digest: &Digest) -> Result<Option<u64>> {
     Ok(conn
@@ -49,15 +60,7 @@ pub(super) fn linked_size(conn: &Connection, repo_id: i64, digest: &Digest) -> R
 impl Metadata {
     /// Lets `repo` serve the blob (creating the repository on first use).
     pub fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        self.write(|tx| {
-            let id = ensure_repo(tx, repo)?;
-            tx.execute(
-                "INSERT OR IGNORE INTO blob_links (repo_id, digest, size, created)
-                 VALUES (?1, ?2, ?3, ?4)",
-                params![id, digest.as_str(), size as i64, now_secs()],
-            )?;
-            Ok(())
-        })
+        self.write(|tx| insert_link(tx, repo, digest, size))
     }
 
     /// Links `digest` into `target` when `from` links it, in one transaction; the size when it did.
@@ -67,8 +70,16 @@ impl Metadata {
         from: &RepoName,
         digest: &Digest,
     ) -> Result<Option<u64>> {
-        self.link_from_first(target, digest, |repo| repo == from.as_str())
-            .map(|found| found.map(|(_, size)| size))
+        self.write(|tx| {
+            let Some(from_id) = repo_id(tx, from)? else {
+                return Ok(None);
+            };
+            let size = linked_size(tx, from_id, digest)?;
+            if let Some(size) = size {
+                insert_link(tx, target, digest, size)?;
+            }
+            Ok(size)
+        })
     }
 
     /// Links `digest` into `target` from the first repository (by name) that links it and that
@@ -96,12 +107,7 @@ impl Metadata {
                 }
             }
             if let Some((_, size)) = &found {
-                let id = ensure_repo(tx, target)?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO blob_links (repo_id, digest, size, created)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![id, digest.as_str(), *size as i64, now_secs()],
-                )?;
+                insert_link(tx, target, digest, *size)?;
             }
             Ok(found)
         })
