@@ -77,15 +77,13 @@ fn tags_given_on_a_push_by_digest_are_applied_and_echoed() {
     for b in &image.blobs {
         oci::push_blob(&e.c, &e.reg.url(), "tagq/app", b);
     }
-    let r =
-        e.c.put(e.u(&format!(
-            "/v2/tagq/app/manifests/{}?tag=a&tag=b&tag=a",
-            image.digest
-        )))
-        .header("Content-Type", oci::OCI_MANIFEST)
-        .body(image.bytes.clone())
-        .send()
-        .unwrap();
+    let r = oci::put_manifest(
+        &e.c,
+        &e.reg.url(),
+        "tagq/app",
+        &format!("{}?tag=a&tag=b&tag=a", image.digest),
+        &image,
+    );
     assert_eq!(r.status().as_u16(), 201);
     assert_eq!(headers(&r, "oci-tag"), ["a", "b"]);
     assert_eq!(header(&r, "docker-content-digest"), image.digest);
@@ -94,15 +92,13 @@ fn tags_given_on_a_push_by_digest_are_applied_and_echoed() {
         assert_eq!(header(&got, "docker-content-digest"), image.digest);
     }
     // A bad tag refuses the whole push.
-    let r =
-        e.c.put(e.u(&format!(
-            "/v2/tagq/app/manifests/{}?tag=ok&tag=-bad",
-            image.digest
-        )))
-        .header("Content-Type", oci::OCI_MANIFEST)
-        .body(image.bytes.clone())
-        .send()
-        .unwrap();
+    let r = oci::put_manifest(
+        &e.c,
+        &e.reg.url(),
+        "tagq/app",
+        &format!("{}?tag=ok&tag=-bad", image.digest),
+        &image,
+    );
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(e.get("/v2/tagq/app/manifests/ok").status().as_u16(), 404);
     // A push by tag names its tag too.
@@ -118,12 +114,13 @@ fn a_manifest_pushed_by_sha512_keeps_that_digest() {
         oci::push_blob(&e.c, &e.reg.url(), "d512/app", b);
     }
     let d512 = oci::sha512(&image.bytes);
-    let r =
-        e.c.put(e.u(&format!("/v2/d512/app/manifests/{d512}?tag=v1")))
-            .header("Content-Type", oci::OCI_MANIFEST)
-            .body(image.bytes.clone())
-            .send()
-            .unwrap();
+    let r = oci::put_manifest(
+        &e.c,
+        &e.reg.url(),
+        "d512/app",
+        &format!("{d512}?tag=v1"),
+        &image,
+    );
     assert_eq!(r.status().as_u16(), 201);
     assert_eq!(header(&r, "docker-content-digest"), d512);
     assert!(header(&r, "location").ends_with(&format!("/manifests/{d512}")));
@@ -142,12 +139,7 @@ fn a_manifest_pushed_by_sha512_keeps_that_digest() {
     }
     // The same bytes under the wrong sha512 are refused.
     let wrong = oci::sha512(b"other bytes");
-    let r =
-        e.c.put(e.u(&format!("/v2/d512/app/manifests/{wrong}")))
-            .header("Content-Type", oci::OCI_MANIFEST)
-            .body(image.bytes.clone())
-            .send()
-            .unwrap();
+    let r = oci::put_manifest(&e.c, &e.reg.url(), "d512/app", &wrong, &image);
     assert_eq!(r.status().as_u16(), 400);
     assert_eq!(error_code(r), "DIGEST_INVALID");
 }

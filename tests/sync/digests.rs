@@ -16,12 +16,7 @@ fn push_sha512(base: &str, m: &Manifest, tag: &str) -> String {
         oci::push_blob(&c, base, REPO, b);
     }
     let d = oci::sha512(&m.bytes);
-    let r = c
-        .put(format!("{base}/v2/{REPO}/manifests/{d}?tag={tag}"))
-        .header("Content-Type", m.media_type.clone())
-        .body(m.bytes.clone())
-        .send()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let r = oci::put_manifest(&c, base, REPO, &format!("{d}?tag={tag}"), m);
     assert_eq!(r.status().as_u16(), 201);
     d
 }
@@ -46,35 +41,27 @@ fn served_as(base: &str, reference: &str) -> Option<String> {
     Some(header)
 }
 
+/// Waits (asking `child` to sync) until `base` serves `tag` as `digest`, then checks it is also
+/// served by that digest.
+fn arrives(child: &Registry, base: &str, tag: &str, digest: &str) {
+    let what = format!("{tag} as {digest} at {base}");
+    wait_for(child, &what, Duration::from_secs(60), || {
+        served_as(base, tag).as_deref() == Some(digest)
+    });
+    assert_eq!(served_as(base, digest).as_deref(), Some(digest));
+}
+
 #[test]
 fn sha512_manifests_keep_their_digest_down_and_up() {
     let root = Registry::start();
     let leaf = child(&root.host(), "unused", &policy_rw(&[REPO], ""), &[]);
     let down = oci::image("amd64", b"sha512 from the root");
     let d_down = push_sha512(&root.url(), &down, "down");
-    wait_for(
-        &leaf,
-        "the sha512 manifest at the child",
-        Duration::from_secs(60),
-        || served_as(&leaf.url(), "down").as_deref() == Some(d_down.as_str()),
-    );
-    assert_eq!(
-        served_as(&leaf.url(), &d_down).as_deref(),
-        Some(d_down.as_str())
-    );
+    arrives(&leaf, &leaf.url(), "down", &d_down);
 
     let up = oci::image("amd64", b"sha512 from the child");
     let d_up = push_sha512(&leaf.url(), &up, "up");
-    wait_for(
-        &leaf,
-        "the sha512 manifest at the root",
-        Duration::from_secs(60),
-        || served_as(&root.url(), "up").as_deref() == Some(d_up.as_str()),
-    );
-    assert_eq!(
-        served_as(&root.url(), &d_up).as_deref(),
-        Some(d_up.as_str())
-    );
+    arrives(&leaf, &root.url(), "up", &d_up);
     // No sha256 alias was made at the root on the way.
     let alias = format!("/v2/{REPO}/manifests/{}", up.digest);
     let r = common::http().get(format!("{}{alias}", root.url())).send();
