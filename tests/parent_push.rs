@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::distribution::DockerRegistry;
@@ -31,22 +30,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// A token on `p/*` with `actions` (scope map and token named `name`); returns its password
 /// once the registry accepts it.
 fn token(reg: &Registry, name: &str, actions: &[&str]) -> String {
-    let mut args = vec!["scope-map", "create", "--name", name, "--repository", "p/*"];
-    args.extend(actions);
-    reg.admin(&args);
-    let t = reg.admin(&["token", "create", "--name", name, "--scope-map", name]);
-    let pw = t["credentials"]["passwords"][0]["value"].as_str();
-    let pw = pw
-        .unwrap_or_else(|| panic!("no password in {t}"))
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let url = format!("{}/v2/", reg.url());
-    let get = || common::http().get(&url).basic_auth(name, Some(&pw)).send();
-    while !get().is_ok_and(|r| r.status().is_success()) {
-        assert!(Instant::now() < deadline, "token {name} never became valid");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    pw
+    reg.add_token(name, "p/*", actions)
 }
 
 fn client(host: &str, user: &str, pw: &str) -> ParentClient {
