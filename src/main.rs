@@ -32,6 +32,17 @@ enum Command {
         #[command(subcommand)]
         cmd: cli::admin::TokenCmd,
     },
+    /// Define and watch the tree of connected registries below this one, like
+    /// `az acr connected-registry` (alias `cr`).
+    #[command(name = "connected-registry", visible_alias = "cr")]
+    ConnectedRegistry {
+        #[command(flatten)]
+        data: cli::admin::DataDir,
+        #[command(flatten)]
+        common: cli::hierarchy::Common,
+        #[command(subcommand)]
+        cmd: cli::hierarchy::CrCmd,
+    },
     /// Sync with the parent (`sync now`).
     Sync {
         #[command(flatten)]
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(args),
         Command::ScopeMap { data, cmd } => cli::admin::scope_map(data, cmd),
         Command::Token { data, cmd } => cli::admin::token(data, cmd),
+        Command::ConnectedRegistry { data, common, cmd } => cli::hierarchy::run(data, common, cmd),
         Command::Sync { data, cmd } => cli::sync::sync(data, cmd),
         Command::Status { data } => cli::sync::status(data),
         Command::Health(args) => cli::health::run(args),

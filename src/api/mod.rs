@@ -6,6 +6,7 @@
 mod acr;
 pub mod auth;
 pub mod error;
+mod hierarchy;
 mod payload;
 pub mod query;
 pub mod route;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub writable: Arc<AtomicBool>,
     /// Sync with the parent, when this registry is a child.
     pub sync: Option<Arc<crate::sync::SyncService>>,
+    /// The control plane this registry offers the connected registries below it.
+    pub control: Arc<crate::hierarchy::control::ControlPlane>,
 }
 
 impl AppState {
@@ -60,6 +63,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/acr/v1/_health").to(acr::health))
         .service(web::resource("/acr/v1/status").route(web::get().to(acr::status)))
         .service(web::resource("/acr/v1/sync").to(acr::sync))
+        .service(
+            web::resource("/acr/v1/connectedRegistries/{name}/exchange").to(hierarchy::exchange),
+        )
         .service(web::resource("/acr/oauth2/token").to(token::token))
         .service(web::resource("/oauth2/token").to(token::token))
         .default_service(web::to(v2::dispatch));

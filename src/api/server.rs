@@ -9,6 +9,8 @@ use actix_web::{middleware, web, App, HttpServer};
 use super::{configure, tls, AppState};
 use crate::auth::{admin, Authenticator};
 use crate::config::Settings;
+use crate::hierarchy::control::ControlPlane;
+use crate::hierarchy::link;
 use crate::sync::SyncService;
 
 /// Blocking threads per HTTP worker (file reads, fsync, SQLite).
@@ -69,14 +71,27 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let sync = match &settings.parent {
         Some(conn) => {
             let mode = settings.mode_from_flag.then_some(settings.mode);
+            let s = store.clone();
+            let cached = tokio::task::spawn_blocking(move || link::cached_overlay(&s))
+                .await
+                .ok()
+                .flatten();
             let svc = SyncService::start(
                 store.clone(),
                 conn,
                 settings.config_file.clone(),
                 settings.parent_ca.clone(),
                 mode,
+                cached,
             )
             .map_err(|e| ServeError::Sync(e.to_string()))?;
+            svc.spawn(
+                link::Link {
+                    svc: svc.clone(),
+                    login_server: settings.access.login_server.clone(),
+                }
+                .run(),
+            );
             Some(svc)
         }
         None => None,
@@ -85,11 +100,13 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         Some(s) => s.writable.clone(),
         None => Arc::new(AtomicBool::new(true)),
     };
+    let control = ControlPlane::new(store.clone());
     let state = web::Data::new(AppState {
         store: store.clone(),
         auth: auth.clone(),
         writable,
         sync: sync.clone(),
+        control: control.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
@@ -136,9 +153,11 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     );
     let cleaner = actix_web::rt::spawn(clean_uploads(store.clone(), settings.upload_max_age));
     let watcher = actix_web::rt::spawn(watch_access(auth));
+    let changes = actix_web::rt::spawn(control.watch());
     let result = server.await;
     cleaner.abort();
     watcher.abort();
+    changes.abort();
     if let Some(s) = &sync {
         s.shutdown();
     }

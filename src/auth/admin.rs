@@ -10,7 +10,7 @@ use super::snapshot::scope_map_from_row;
 use super::token::{parse_status, status_str, PasswordSlot, Token, SLOTS};
 use super::{password, AuthError};
 use crate::storage::fsutil::now_secs;
-use crate::storage::metadata::{Metadata, ScopeMapRow};
+use crate::storage::metadata::{Metadata, RecordSource, ScopeMapRow};
 
 /// RFC 3339 time (UTC, seconds) of Unix seconds.
 pub fn rfc3339(secs: i64) -> String {
@@ -48,6 +48,11 @@ pub fn grants(groups: &[Vec<String>]) -> Result<Vec<Grant>, AuthError> {
 
 /// ACR's view of a scope map.
 pub fn scope_map_json(m: &ScopeMap, created: i64) -> Value {
+    let gateways = m.gateways.iter().flat_map(|g| {
+        g.actions
+            .iter()
+            .map(move |a| format!("gateway/{}/{}", g.gateway, a.as_str()))
+    });
     let actions: Vec<String> = m
         .grants
         .iter()
@@ -56,6 +61,7 @@ pub fn scope_map_json(m: &ScopeMap, created: i64) -> Value {
                 .iter()
                 .map(move |a| format!("repositories/{}/{}", g.repository, a))
         })
+        .chain(gateways)
         .collect();
     json!({
         "name": m.name,
@@ -91,21 +97,28 @@ fn subtract(into: Vec<Grant>, remove: Vec<Grant>) -> Vec<Grant> {
         .collect()
 }
 
+/// The row storing a scope map made here.
+pub fn scope_map_row(m: &ScopeMap, created: i64) -> Result<ScopeMapRow, AuthError> {
+    let json =
+        |v: Result<String, serde_json::Error>| v.map_err(|e| AuthError::Internal(e.to_string()));
+    Ok(ScopeMapRow {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        actions: json(serde_json::to_string(&m.grants))?,
+        gateways: json(serde_json::to_string(&m.gateways))?,
+        source: RecordSource::Local,
+        created,
+        updated: created,
+    })
+}
+
 fn store_map(
     meta: &Metadata,
     m: &ScopeMap,
     created: i64,
     create: bool,
 ) -> Result<Value, AuthError> {
-    let row = ScopeMapRow {
-        name: m.name.clone(),
-        description: m.description.clone(),
-        actions: serde_json::to_string(&m.grants)
-            .map_err(|e| AuthError::Internal(e.to_string()))?,
-        created,
-        updated: created,
-    };
-    meta.put_scope_map(&row, create)?;
+    meta.put_scope_map(&scope_map_row(m, created)?, create)?;
     Ok(scope_map_json(m, created))
 }
 
@@ -131,9 +144,11 @@ pub fn update_scope_map(
     let row = meta
         .scope_map(name)?
         .ok_or_else(|| AuthError::Invalid(format!("scope map '{name}' not found")))?;
+    local_only("scope map", name, row.source)?;
     let old = scope_map_from_row(&row)?;
     let updated = subtract(merge(old.grants, grants(add)?), grants(remove)?);
-    let m = ScopeMap::new(name, description.or(old.description), updated)?;
+    let m =
+        ScopeMap::new(name, description.or(old.description), updated)?.with_gateways(old.gateways);
     store_map(meta, &m, row.created, false)
 }
 
@@ -233,6 +248,26 @@ fn load_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
     Token::from_row(&row)
 }
 
+/// Records received from the parent are managed at the root: changing them here would be
+/// undone by the next configuration, so it is refused with a pointer to where to do it.
+pub fn local_only(kind: &str, name: &str, source: RecordSource) -> Result<(), AuthError> {
+    match source {
+        RecordSource::Local => Ok(()),
+        _ => Err(AuthError::Invalid(format!(
+            "{kind} '{name}' is defined at the root of the connected-registry tree and comes \
+             from the parent; change it there"
+        ))),
+    }
+}
+
+fn load_local_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
+    let row = meta
+        .token(name)?
+        .ok_or_else(|| AuthError::Invalid(format!("token '{name}' not found")))?;
+    local_only("token", name, row.source)?;
+    Token::from_row(&row)
+}
+
 /// `token update`: scope map and/or status.
 pub fn update_token(
     meta: &Metadata,
@@ -240,7 +275,7 @@ pub fn update_token(
     scope_map: Option<&str>,
     status: Option<&str>,
 ) -> Result<Value, AuthError> {
-    let mut t = load_token(meta, name)?;
+    let mut t = load_local_token(meta, name)?;
     if let Some(m) = scope_map {
         t.scope_map = m.to_owned();
     }
@@ -258,7 +293,7 @@ pub fn generate_credential(
     slots: &[&str],
     days: Option<u32>,
 ) -> Result<Value, AuthError> {
-    let mut t = load_token(meta, name)?;
+    let mut t = load_local_token(meta, name)?;
     let mut secrets = Vec::new();
     for slot in slots {
         let (s, secret) = new_slot(slot, days)?;

@@ -10,7 +10,7 @@ use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::bearer::{Claims, Keys, ACCESS_TTL_SECS, ISSUER, REFRESH_TTL_SECS};
-use super::model::{Action, ActionSet};
+use super::model::{Action, ActionSet, GatewayAction};
 use super::scope::{acr_actions, grant, ScopeEntry};
 use super::snapshot::Snapshot;
 use super::throttle::Throttle;
@@ -308,6 +308,20 @@ impl Authenticator {
                 };
                 limited.union(anonymous)
             }
+        }
+    }
+
+    /// Whether `p` may perform `action` on the gateway (control plane) of connected registry
+    /// `name`. Only the scope map decides: bearer tokens carry repository scopes only, and the
+    /// control plane is reached with the sync token's Basic credentials.
+    pub fn gateway_allowed(&self, p: &Principal, name: &str, action: GatewayAction) -> bool {
+        match p {
+            Principal::Unrestricted => true,
+            Principal::Anonymous => false,
+            Principal::Token { name: token, .. } => self
+                .snapshot()
+                .map_of(token)
+                .is_some_and(|m| m.gateway_allows(name, action)),
         }
     }
 

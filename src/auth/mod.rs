@@ -13,7 +13,8 @@ pub mod throttle;
 pub mod token;
 
 pub use authenticator::{Authenticator, Issued, Principal};
-pub use model::{Action, ActionSet};
+pub use model::{Action, ActionSet, GatewayAction};
+pub use snapshot::scope_map_from_row;
 
 /// Why an access-control operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -182,6 +182,70 @@ pub struct Grant {
     pub actions: Vec<Action>,
 }
 
+/// One of ACR's gateway actions: what a connected registry's sync token may do on the control
+/// plane of its parent, for itself and (for an ancestor) for its descendants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum GatewayAction {
+    /// Read the connected registry's configuration.
+    #[serde(rename = "config/read")]
+    ConfigRead,
+    /// Write its configuration (kept for ACR compatibility).
+    #[serde(rename = "config/write")]
+    ConfigWrite,
+    /// Read sync messages (the change feed).
+    #[serde(rename = "message/read")]
+    MessageRead,
+    /// Write sync messages (status reports).
+    #[serde(rename = "message/write")]
+    MessageWrite,
+}
+
+/// All gateway actions, ACR's `DEFAULT_GATEWAY_SCOPE`.
+pub const GATEWAY_ACTIONS: [GatewayAction; 4] = [
+    GatewayAction::ConfigRead,
+    GatewayAction::ConfigWrite,
+    GatewayAction::MessageRead,
+    GatewayAction::MessageWrite,
+];
+
+impl GatewayAction {
+    /// ACR's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayAction::ConfigRead => "config/read",
+            GatewayAction::ConfigWrite => "config/write",
+            GatewayAction::MessageRead => "message/read",
+            GatewayAction::MessageWrite => "message/write",
+        }
+    }
+}
+
+impl FromStr for GatewayAction {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        GATEWAY_ACTIONS
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                AuthError::Invalid(format!(
+                    "unknown gateway action '{}' (use config/read, config/write, message/read \
+                     or message/write)",
+                    crate::registry::echo(s)
+                ))
+            })
+    }
+}
+
+/// One gateway line of a scope map: a connected registry's name and the actions granted on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayGrant {
+    /// The connected registry's name (compared case-insensitively, as ACR lower-cases it).
+    pub gateway: String,
+    /// Actions granted.
+    pub actions: Vec<GatewayAction>,
+}
+
 /// A parsed scope map, ready to answer "what may be done to this repository".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeMap {
@@ -191,6 +255,8 @@ pub struct ScopeMap {
     pub description: Option<String>,
     /// Grants as stored.
     pub grants: Vec<Grant>,
+    /// Gateway grants as stored.
+    pub gateways: Vec<GatewayGrant>,
     patterns: Vec<(RepoPattern, ActionSet)>,
 }
 
@@ -215,8 +281,22 @@ impl ScopeMap {
             name: name.to_owned(),
             description,
             grants,
+            gateways: Vec::new(),
             patterns,
         })
+    }
+
+    /// The same scope map granting `gateways` too.
+    pub fn with_gateways(mut self, gateways: Vec<GatewayGrant>) -> Self {
+        self.gateways = gateways;
+        self
+    }
+
+    /// Whether `action` is granted on the gateway of connected registry `name`.
+    pub fn gateway_allows(&self, name: &str, action: GatewayAction) -> bool {
+        self.gateways
+            .iter()
+            .any(|g| g.gateway.eq_ignore_ascii_case(name) && g.actions.contains(&action))
     }
 
     /// Actions granted on `repo` (union of every matching line).
@@ -229,10 +309,11 @@ impl ScopeMap {
 }
 
 /// ACR's rule for token and scope-map names: 5–50 letters, digits and dashes… relaxed to allow
-/// `_` and 1 character names that scripts commonly use; never anything that needs escaping.
+/// `_` and 1 character names that scripts commonly use, and up to 64 characters so a 40-character
+/// connected registry's `<name>-sync-scope-map` fits; never anything that needs escaping.
 pub fn validate_name(kind: &str, name: &str) -> Result<(), AuthError> {
     let ok = !name.is_empty()
-        && name.len() <= 50
+        && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -241,7 +322,7 @@ pub fn validate_name(kind: &str, name: &str) -> Result<(), AuthError> {
         Ok(())
     } else {
         Err(AuthError::Invalid(format!(
-            "{kind} name '{}' must be 1-50 letters, digits, '-' or '_', starting with a letter or digit",
+            "{kind} name '{}' must be 1-64 letters, digits, '-' or '_', starting with a letter or digit",
             crate::registry::echo(name)
         )))
     }
@@ -292,7 +373,7 @@ mod tests {
         }
         assert!("content/execute".parse::<Action>().is_err());
         assert!("Content/Read".parse::<Action>().is_ok());
-        for n in ["", "-x", "a b", "a;b", &"a".repeat(51)] {
+        for n in ["", "-x", "a b", "a;b", &"a".repeat(65)] {
             assert!(validate_name("token", n).is_err(), "{n}");
         }
     }

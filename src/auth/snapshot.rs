@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Grant, ScopeMap};
+use super::model::{GatewayGrant, Grant, ScopeMap};
 use super::token::Token;
 use super::AuthError;
 use crate::storage::metadata::{AccessRows, ScopeMapRow};
@@ -22,7 +22,13 @@ pub struct Snapshot {
 pub fn scope_map_from_row(row: &ScopeMapRow) -> Result<ScopeMap, AuthError> {
     let grants: Vec<Grant> = serde_json::from_str(&row.actions)
         .map_err(|e| AuthError::Internal(format!("scope map '{}' is unreadable: {e}", row.name)))?;
-    ScopeMap::new(&row.name, row.description.clone(), grants)
+    let gateways: Vec<GatewayGrant> = serde_json::from_str(&row.gateways).map_err(|e| {
+        AuthError::Internal(format!(
+            "scope map '{}' has unreadable gateways: {e}",
+            row.name
+        ))
+    })?;
+    Ok(ScopeMap::new(&row.name, row.description.clone(), grants)?.with_gateways(gateways))
 }
 
 impl Snapshot {

@@ -74,6 +74,7 @@ impl Token {
                 .map_err(|e| AuthError::Internal(e.to_string()))?,
             created: self.created,
             updated: self.created,
+            source: crate::storage::metadata::RecordSource::Local,
         })
     }
 

@@ -18,9 +18,9 @@ pub struct DataDir {
     /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
     #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME", global = true)]
     data_dir: Option<PathBuf>,
-    /// Output format (only json).
+    /// Output format: json; `connected-registry` also prints table and tsv.
     #[arg(long, short = 'o', default_value = "json", global = true)]
-    output: String,
+    pub(crate) output: String,
 }
 
 /// `scope-map` subcommands.
@@ -152,6 +152,11 @@ pub(crate) fn open(d: &DataDir) -> Result<Metadata, AuthError> {
             d.output
         )));
     }
+    open_any(d)
+}
+
+/// Opens the records whatever the output format (commands that print tables check it).
+pub(crate) fn open_any(d: &DataDir) -> Result<Metadata, AuthError> {
     let dir = d
         .data_dir
         .clone()

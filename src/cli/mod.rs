@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod edge;
 pub mod health;
+pub mod hierarchy;
 pub mod serve;
 pub mod sync;
 

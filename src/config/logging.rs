@@ -1,9 +1,11 @@
 //! Log levels with ACR's names (`Debug`, `Information`, `Warning`, `Error`, `None`) or `RUST_LOG`.
 
 use std::io::IsTerminal;
+use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// Maps a user-facing level to a tracing filter directive.
@@ -43,6 +45,38 @@ fn targets(directives: &str) -> Result<Targets, String> {
         .map_err(|e| format!("invalid log filter '{directives}': {e}"))
 }
 
+/// The running logger's filter, replaceable while the process runs (a level set at the root).
+struct Reloader {
+    handle: reload::Handle<Targets, tracing_subscriber::Registry>,
+    level: Mutex<Option<String>>,
+}
+
+static RELOAD: OnceLock<Reloader> = OnceLock::new();
+
+/// Changes the log level of the running logger (no-op before `init` or when unchanged).
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = targets(&with_quiet_deps(level_directive(level)?))?;
+    let Some(r) = RELOAD.get() else {
+        return Ok(());
+    };
+    let mut current = r
+        .level
+        .lock()
+        .map_err(|_| "logger lock poisoned".to_owned())?;
+    if current
+        .as_deref()
+        .is_some_and(|c| c.eq_ignore_ascii_case(level))
+    {
+        return Ok(());
+    }
+    r.handle
+        .reload(filter)
+        .map_err(|e| format!("could not change the log level: {e}"))?;
+    tracing::info!(level, "log level changed");
+    *current = Some(level.to_owned());
+    Ok(())
+}
+
 /// Installs the global logger: an explicit level wins, else `RUST_LOG`, else Information.
 pub fn init(level: Option<&str>) -> Result<(), String> {
     let filter = match level {
@@ -52,6 +86,11 @@ pub fn init(level: Option<&str>) -> Result<(), String> {
             _ => targets(&with_quiet_deps("info"))?,
         },
     };
+    let (filter, handle) = reload::Layer::new(filter);
+    let _ = RELOAD.set(Reloader {
+        handle,
+        level: Mutex::new(level.map(str::to_owned)),
+    });
     let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)

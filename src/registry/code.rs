@@ -38,6 +38,10 @@ pub enum ErrorCode {
     PaginationNumberInvalid,
     /// Anything else (conflicts, internal errors).
     Unknown,
+    /// A connected registry the control plane does not define.
+    NotFound,
+    /// Another instance of a connected registry is active (ACR's activation error).
+    AlreadyActivated,
 }
 
 impl ErrorCode {
@@ -60,6 +64,8 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::AlreadyActivated => "ALREADY_ACTIVATED",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! runs, the parent client, blob transfers, pull-down, fetch-through and status.
 
 pub mod backoff;
+pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod limiter;

@@ -16,11 +16,13 @@ use crate::registry::{echo, RepoName};
 
 mod file;
 mod filters;
+pub mod hub;
 #[cfg(test)]
 mod tests;
 
 pub use file::PolicyFile;
 pub use filters::{Platform, TagFilter};
+pub use hub::{Overlay, PolicyHub};
 
 /// Pause between continuous syncs when `sync.interval` is not set.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
@@ -59,6 +61,11 @@ pub struct SyncPolicy {
     pub tags: TagFilter,
     /// Whether referrers (signatures, SBOMs) are synced along with their subjects.
     pub referrers: bool,
+    /// Whether the parent's change feed says when to sync (a connected-registry parent that
+    /// defines this registry), rather than a pass every `interval`.
+    pub feed: bool,
+    /// Log level set by the root, when it defines this registry.
+    pub log_level: Option<String>,
 }
 
 impl Default for SyncPolicy {
@@ -75,6 +82,8 @@ impl Default for SyncPolicy {
             platforms: Vec::new(),
             tags: TagFilter::default(),
             referrers: true,
+            feed: false,
+            log_level: None,
         }
     }
 }
@@ -182,6 +191,7 @@ impl SyncPolicy {
             platforms,
             tags,
             referrers: raw.referrers.unwrap_or(d.referrers),
+            ..d
         })
     }
 

@@ -1,16 +1,20 @@
 //! The sync service of a child registry: its own small runtime, the parent client, the policy
-//! in force, downloads and status. The HTTP edge asks it for fetch-through; the scheduler
-//! drives pull-down.
+//! hub, downloads and status. It wires the parts and runs them: the policy file watcher, the
+//! applier that puts each new policy in force, and the scheduler. The HTTP edge asks it for
+//! fetch-through and manual syncs.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
+use super::engine::Engine;
+use super::local;
 use super::parent::ParentClient;
-use super::policy::{PolicyFile, SyncPolicy};
+use super::policy::{PolicyFile, PolicyHub, SyncPolicy};
+use super::scheduler::Signals;
 use super::status::Status;
 use super::transfer::{TransferSettings, Transfers};
 use crate::config::{ConnectionString, Mode};
@@ -18,6 +22,8 @@ use crate::storage::Store;
 
 /// Worker threads of the sync runtime: downloads are I/O bound, a gateway has few cores.
 const SYNC_THREADS: usize = 2;
+/// How often the policy file is looked at.
+const FILE_POLL: Duration = Duration::from_secs(1);
 
 /// Why sync could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,33 +51,39 @@ pub struct SyncService {
     pub status: Arc<Status>,
     /// Whether clients may write (follows the policy's mode; shared with the HTTP edge).
     pub writable: Arc<AtomicBool>,
-    policy: RwLock<Arc<SyncPolicy>>,
+    /// The policy sources and the policy in force.
+    pub hub: Arc<PolicyHub>,
+    /// What the scheduler is asked to do.
+    pub signals: Arc<Signals>,
+    /// Sync passes.
+    pub engine: Arc<Engine>,
+    /// The connection string's registry name.
+    pub name: String,
     runtime: tokio::runtime::Handle,
-    /// Wakes the scheduler for an immediate sync (`POST /acr/v1/sync`).
-    pub trigger: Notify,
-    /// Set when a sync was asked for and not yet started.
-    pub requested: AtomicBool,
     stop_runtime: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl SyncService {
     /// Starts sync for a child of `conn`: loads the policy (an invalid file is a startup error),
-    /// builds the parent client and runs the scheduler on a runtime of its own.
+    /// builds the parent client and runs the scheduler on a runtime of its own. `parent_policy`
+    /// is what the parent's control plane defined last time, kept so a restart while offline
+    /// keeps syncing (and keeping) the same repositories.
     pub fn start(
         store: Arc<Store>,
         conn: &ConnectionString,
         config_file: Option<PathBuf>,
         parent_ca: Option<PathBuf>,
         mode_override: Option<Mode>,
+        parent_policy: Option<super::policy::Overlay>,
     ) -> Result<Arc<Self>, StartError> {
         let mut file = PolicyFile::new(config_file);
-        let mut policy = match file.poll() {
+        let policy = match file.poll() {
             Some(r) => r?,
             None => SyncPolicy::default(),
         };
-        if let Some(m) = mode_override {
-            policy.mode = m;
-        }
+        let hub = PolicyHub::new(policy, mode_override);
+        hub.set_parent(parent_policy);
+        let policy = hub.current();
         let parent = ParentClient::new(
             &conn.parent_endpoint,
             &conn.protocol,
@@ -90,44 +102,50 @@ impl SyncService {
             &format!("{:?}", policy.mode),
             parent.base_url(),
         ));
-        let names: Vec<String> = policy
-            .repositories
-            .iter()
-            .map(|r| r.as_str().to_owned())
-            .collect();
-        status.set_repositories(&names);
+        let engine = Arc::new(Engine {
+            store: store.clone(),
+            parent: parent.clone(),
+            transfers: transfers.clone(),
+            status: status.clone(),
+        });
         let svc = Arc::new(SyncService {
             store,
             parent,
             transfers,
             status,
             writable: Arc::new(AtomicBool::new(policy.mode == Mode::ReadWrite)),
-            policy: RwLock::new(Arc::new(policy)),
+            hub: hub.clone(),
+            signals: Arc::new(Signals::default()),
+            engine: engine.clone(),
+            name: conn.registry_name.clone(),
             runtime: runtime.clone(),
-            trigger: Notify::new(),
-            requested: AtomicBool::new(false),
             stop_runtime: Mutex::new(Some(stop)),
         });
+        svc.put_in_force(&policy);
         tracing::info!(
             parent = %svc.parent.base_url(),
-            repositories = ?names,
-            mode = ?svc.policy().mode,
+            repositories = ?policy.repositories.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            mode = ?policy.mode,
             "sync enabled"
         );
-        runtime.spawn(super::scheduler::run(svc.clone(), file, mode_override));
+        runtime.spawn(watch_file(file, hub.clone(), svc.status.clone()));
+        runtime.spawn(apply_policies(svc.clone(), hub.subscribe()));
+        runtime.spawn(super::scheduler::run(
+            engine,
+            hub.subscribe(),
+            svc.signals.clone(),
+        ));
         Ok(svc)
     }
 
     /// The policy in force.
     pub fn policy(&self) -> Arc<SyncPolicy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.hub.current()
     }
 
-    /// Puts a new policy in force (a changed config file).
-    pub fn apply(&self, policy: SyncPolicy) {
+    /// Puts the side effects of a policy in force: transfer settings, whether clients may
+    /// write, what the status shows, the log level the root set.
+    fn put_in_force(&self, policy: &SyncPolicy) {
         self.transfers.configure(
             TransferSettings {
                 chunk_size: policy.chunk_size,
@@ -144,9 +162,10 @@ impl SyncService {
             .map(|r| r.as_str().to_owned())
             .collect();
         self.status.set_repositories(&names);
-        match self.policy.write() {
-            Ok(mut p) => *p = Arc::new(policy),
-            Err(p) => *p.into_inner() = Arc::new(policy),
+        if let Some(level) = &policy.log_level {
+            if let Err(e) = crate::config::logging::set_level(level) {
+                tracing::warn!(error = %e, "log level from the parent not applied");
+            }
         }
     }
 
@@ -155,40 +174,14 @@ impl SyncService {
         self.policy().includes_repository(repo)
     }
 
-    /// Recomputes the outbox figures from the event log (blocking; cheap queries). In
-    /// ReadOnly there is no outbox. `error` replaces the last push-up error when given.
+    /// Recomputes the outbox figures from the event log (blocking; cheap queries).
     pub fn refresh_outbox(&self, error: Option<Option<String>>) {
-        let policy = self.policy();
-        if policy.mode != Mode::ReadWrite {
-            return;
-        }
-        let meta = &self.store.meta;
-        let (mut count, mut bytes, mut oldest) = (0u64, 0u64, None::<i64>);
-        for repo in &policy.repositories {
-            let name = repo.as_str();
-            let cursor = meta
-                .sync_state(&super::pushup::cursor_key(name))
-                .ok()
-                .flatten()
-                .and_then(|v| v.parse::<i64>().ok())
-                .unwrap_or(0);
-            if let Ok((n, first)) = meta.outbox_size(name, cursor) {
-                count += n;
-                oldest = match (oldest, first) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-            bytes += meta.outbox_bytes(name, cursor).unwrap_or(0);
-        }
-        let age = oldest.map(|t| (crate::storage::fsutil::now_secs() - t).max(0) as u64);
-        self.status.set_outbox(count, bytes, age, error);
+        self.engine.refresh_outbox(&self.policy(), error);
     }
 
     /// Asks for a sync now.
     pub fn request_sync(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        self.trigger.notify_one();
+        self.signals.request_manual();
     }
 
     /// Runs `fut` on the sync runtime and waits for it (from any runtime).
@@ -211,6 +204,43 @@ impl SyncService {
                 let _ = tx.send(());
             }
         }
+    }
+}
+
+/// Re-reads the policy file when it changes and hands it to the hub; an invalid file keeps the
+/// previous policy and says so in the status.
+async fn watch_file(mut file: PolicyFile, hub: Arc<PolicyHub>, status: Arc<Status>) {
+    loop {
+        tokio::time::sleep(FILE_POLL).await;
+        let Some(changed) = local(|| file.poll()) else {
+            continue;
+        };
+        match changed {
+            Ok(p) => {
+                // A valid file clears an earlier PolicyInvalid even when it was fixed back to
+                // exactly the policy still in force.
+                status.clear_details(|c| c == "PolicyInvalid");
+                hub.set_file(p);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "sync policy file invalid: keeping the previous policy");
+                status.detail("PolicyInvalid", e.to_string());
+            }
+        }
+    }
+}
+
+/// Puts every new policy in force.
+async fn apply_policies(svc: Arc<SyncService>, mut rx: watch::Receiver<Arc<SyncPolicy>>) {
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        tracing::info!(
+            repositories = p.repositories.len(),
+            mode = ?p.mode,
+            from_parent = p.feed,
+            "sync policy changed: applied"
+        );
+        svc.put_in_force(&p);
     }
 }
 

@@ -4,12 +4,48 @@
 //! the counter sees changes made by another process (the management commands) within seconds.
 
 use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
 
 use super::Metadata;
 use crate::storage::error::{Result, StorageError};
 use crate::storage::fsutil::now_secs;
 
-/// A scope map row; `actions` is JSON owned by the auth module.
+/// Where an access record comes from: made here, or received from the parent registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordSource {
+    /// Made here by a management command (or the first-start bootstrap).
+    #[default]
+    Local,
+    /// Defined at the root for this registry: in force here, replaced by every configuration
+    /// the parent sends.
+    Parent,
+    /// Defined at the root for a descendant: kept only to hand on to this registry's children,
+    /// never in force here.
+    Relay,
+}
+
+impl RecordSource {
+    /// The value stored in the `source` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordSource::Local => "local",
+            RecordSource::Parent => "parent",
+            RecordSource::Relay => "relay",
+        }
+    }
+
+    /// Reads a stored value (anything unknown is local, the safe side: sync never deletes it).
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "parent" => RecordSource::Parent,
+            "relay" => RecordSource::Relay,
+            _ => RecordSource::Local,
+        }
+    }
+}
+
+/// A scope map row; `actions` and `gateways` are JSON owned by the auth module.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScopeMapRow {
     /// Unique name.
@@ -18,6 +54,10 @@ pub struct ScopeMapRow {
     pub description: Option<String>,
     /// JSON list of repository patterns and their actions.
     pub actions: String,
+    /// JSON list of gateways (connected registries) and their actions.
+    pub gateways: String,
+    /// Made here or received from the parent.
+    pub source: RecordSource,
     /// Unix seconds.
     pub created: i64,
     /// Unix seconds.
@@ -35,6 +75,8 @@ pub struct TokenRow {
     pub status: String,
     /// JSON list of password slots (hashes, expiry, creation).
     pub passwords: String,
+    /// Made here or received from the parent.
+    pub source: RecordSource,
     /// Unix seconds.
     pub created: i64,
     /// Unix seconds.
@@ -52,11 +94,52 @@ pub struct AccessRows {
     pub tokens: Vec<TokenRow>,
 }
 
-fn bump(conn: &Connection) -> Result<()> {
+/// Bumps the access change counter inside the caller's transaction.
+pub(super) fn bump(conn: &Connection) -> Result<()> {
     conn.execute(
         "UPDATE access_generation SET value = value + 1 WHERE id = 1",
         [],
     )?;
+    Ok(())
+}
+
+/// Inserts or replaces a scope map inside the caller's transaction.
+pub(super) fn upsert_scope_map(tx: &Connection, row: &ScopeMapRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO scope_maps (name, description, actions, created, updated, gateways, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO UPDATE SET description = ?2, actions = ?3, updated = ?5,
+             gateways = ?6, source = ?7",
+    )?
+    .execute(params![
+        row.name,
+        row.description,
+        row.actions,
+        row.created,
+        now_secs(),
+        row.gateways,
+        row.source.as_str()
+    ])?;
+    Ok(())
+}
+
+/// Inserts or replaces a token inside the caller's transaction.
+pub(super) fn upsert_token(tx: &Connection, row: &TokenRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO tokens (name, scope_map, status, passwords, created, updated, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (name) DO UPDATE SET scope_map = ?2, status = ?3, passwords = ?4,
+             updated = ?6, source = ?7",
+    )?
+    .execute(params![
+        row.name,
+        row.scope_map,
+        row.status,
+        row.passwords,
+        row.created,
+        now_secs(),
+        row.source.as_str()
+    ])?;
     Ok(())
 }
 
@@ -67,6 +150,8 @@ fn scope_map_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScopeMapRow> {
         actions: r.get(2)?,
         created: r.get(3)?,
         updated: r.get(4)?,
+        gateways: r.get(5)?,
+        source: RecordSource::parse(&r.get::<_, String>(6)?),
     })
 }
 
@@ -78,11 +163,12 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
         passwords: r.get(3)?,
         created: r.get(4)?,
         updated: r.get(5)?,
+        source: RecordSource::parse(&r.get::<_, String>(6)?),
     })
 }
 
-const SCOPE_MAP_COLS: &str = "name, description, actions, created, updated";
-const TOKEN_COLS: &str = "name, scope_map, status, passwords, created, updated";
+const SCOPE_MAP_COLS: &str = "name, description, actions, created, updated, gateways, source";
+const TOKEN_COLS: &str = "name, scope_map, status, passwords, created, updated, source";
 
 impl Metadata {
     /// The change counter alone (cheap enough to poll).
@@ -96,8 +182,17 @@ impl Metadata {
         })
     }
 
-    /// All access records in one read transaction.
+    /// The access records in force here (relayed ones excluded), in one read transaction.
     pub fn access_rows(&self) -> Result<AccessRows> {
+        self.access_rows_where("source != 'relay'")
+    }
+
+    /// Every access record, relayed ones included (what this registry can hand on).
+    pub fn all_access_rows(&self) -> Result<AccessRows> {
+        self.access_rows_where("1")
+    }
+
+    fn access_rows_where(&self, filter: &'static str) -> Result<AccessRows> {
         self.read(|c| {
             c.execute_batch("BEGIN")?;
             let out = (|| -> Result<AccessRows> {
@@ -108,12 +203,14 @@ impl Metadata {
                 )?;
                 let scope_maps = c
                     .prepare_cached(&format!(
-                        "SELECT {SCOPE_MAP_COLS} FROM scope_maps ORDER BY name"
+                        "SELECT {SCOPE_MAP_COLS} FROM scope_maps WHERE {filter} ORDER BY name"
                     ))?
                     .query_map([], scope_map_row)?
                     .collect::<rusqlite::Result<_>>()?;
                 let tokens = c
-                    .prepare_cached(&format!("SELECT {TOKEN_COLS} FROM tokens ORDER BY name"))?
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLS} FROM tokens WHERE {filter} ORDER BY name"
+                    ))?
                     .query_map([], token_row)?
                     .collect::<rusqlite::Result<_>>()?;
                 Ok(AccessRows {
@@ -162,18 +259,7 @@ impl Metadata {
                 }
                 _ => {}
             }
-            tx.execute(
-                "INSERT INTO scope_maps (name, description, actions, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (name) DO UPDATE SET description = ?2, actions = ?3, updated = ?5",
-                params![
-                    row.name,
-                    row.description,
-                    row.actions,
-                    row.created,
-                    now_secs()
-                ],
-            )?;
+            upsert_scope_map(tx, row)?;
             bump(tx)
         })
     }
@@ -215,27 +301,35 @@ impl Metadata {
     pub fn put_token(&self, row: &TokenRow, create: bool) -> Result<()> {
         self.write(|tx| {
             let map: bool = tx
-                .query_row("SELECT 1 FROM scope_maps WHERE name = ?1", [&row.scope_map], |_| Ok(true))
+                .query_row(
+                    "SELECT 1 FROM scope_maps WHERE name = ?1",
+                    [&row.scope_map],
+                    |_| Ok(true),
+                )
                 .optional()?
                 .unwrap_or(false);
             if !map {
-                return Err(StorageError::NotFound(format!("scope map '{}'", row.scope_map)));
+                return Err(StorageError::NotFound(format!(
+                    "scope map '{}'",
+                    row.scope_map
+                )));
             }
             let exists: bool = tx
-                .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&row.name], |_| Ok(true))
+                .query_row("SELECT 1 FROM tokens WHERE name = ?1", [&row.name], |_| {
+                    Ok(true)
+                })
                 .optional()?
                 .unwrap_or(false);
             match (create, exists) {
-                (true, true) => return Err(StorageError::AlreadyExists(format!("token '{}'", row.name))),
-                (false, false) => return Err(StorageError::NotFound(format!("token '{}'", row.name))),
+                (true, true) => {
+                    return Err(StorageError::AlreadyExists(format!("token '{}'", row.name)))
+                }
+                (false, false) => {
+                    return Err(StorageError::NotFound(format!("token '{}'", row.name)))
+                }
                 _ => {}
             }
-            tx.execute(
-                "INSERT INTO tokens (name, scope_map, status, passwords, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (name) DO UPDATE SET scope_map = ?2, status = ?3, passwords = ?4, updated = ?6",
-                params![row.name, row.scope_map, row.status, row.passwords, row.created, now_secs()],
-            )?;
+            upsert_token(tx, row)?;
             bump(tx)
         })
     }

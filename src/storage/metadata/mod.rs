@@ -6,6 +6,7 @@
 
 mod access;
 mod events;
+mod hierarchy;
 mod manifests;
 mod repos;
 mod schema;
@@ -17,8 +18,9 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use access::{AccessRows, ScopeMapRow, TokenRow};
+pub use access::{AccessRows, RecordSource, ScopeMapRow, TokenRow};
 pub use events::{Event, Origin};
+pub use hierarchy::{HierarchyChange, RegistryRow};
 pub use manifests::{ManifestRecord, Referrer};
 
 use super::error::{Result, StorageError};

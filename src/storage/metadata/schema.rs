@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -114,8 +114,34 @@ CREATE TABLE sync_state (
 );
 ";
 
+/// Version 4: a tree of connected registries. Scope maps grant gateway actions besides
+/// repository actions; records received from a parent are marked (`parent`: in force here,
+/// `relay`: kept only to hand on to this registry's children), so local ones are never touched
+/// by sync; the definitions of this registry's descendants with their activation and the status
+/// they report; a counter every definition change bumps, which children long-poll on.
+const V4: &str = "
+ALTER TABLE scope_maps ADD COLUMN gateways TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE scope_maps ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE tokens ADD COLUMN source TEXT NOT NULL DEFAULT 'local';
+CREATE TABLE connected_registries (
+    name       TEXT PRIMARY KEY COLLATE NOCASE,
+    definition TEXT NOT NULL,
+    source     TEXT NOT NULL DEFAULT 'local',
+    activation TEXT NOT NULL DEFAULT '{}',
+    status     TEXT,
+    heard      INTEGER,
+    created    INTEGER NOT NULL,
+    updated    INTEGER NOT NULL
+);
+CREATE TABLE hierarchy_generation (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO hierarchy_generation (id, value) VALUES (1, 0);
+";
+
 /// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; 3] = [V1, V2, V3];
+const STEPS: [&str; 4] = [V1, V2, V3, V4];
 
 /// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
 /// the version inside its own write transaction, so two processes opening a fresh data directory

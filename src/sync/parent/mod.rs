@@ -6,6 +6,7 @@
 //! are streamed (with `Range` for resumption) and verified by the caller.
 
 mod auth;
+mod control;
 mod error;
 mod push;
 mod request;
@@ -21,6 +22,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::Method;
 
+pub use control::ControlAnswer;
 pub use error::ParentError;
 pub use push::{DeleteResult, MountResult, UploadSession};
 
@@ -102,6 +104,7 @@ pub struct ParentClient {
 
 struct Inner {
     http: reqwest::Client,
+    long_poll: reqwest::Client,
     base: String,
     plain_http: bool,
     username: String,
@@ -153,9 +156,11 @@ impl ParentClient {
             )));
         }
         let http = request::http_client(ca_file)?;
+        let long_poll = request::long_poll_client(ca_file)?;
         Ok(ParentClient {
             inner: Arc::new(Inner {
                 http,
+                long_poll,
                 base,
                 plain_http: protocol == "http",
                 username: username.to_owned(),

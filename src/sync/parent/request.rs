@@ -248,10 +248,25 @@ impl ParentClient {
 
 /// The HTTP client: User-Agent, timeouts, and `ca_file` trusted besides the built-in roots.
 pub(super) fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, ParentError> {
+    client_builder(ca_file, true)
+}
+
+/// A client without a read-idle timeout, for requests the parent holds open on purpose (the
+/// control plane's long poll); each request sets its own deadline instead.
+pub(super) fn long_poll_client(ca_file: Option<&Path>) -> Result<reqwest::Client, ParentError> {
+    client_builder(ca_file, false)
+}
+
+fn client_builder(
+    ca_file: Option<&Path>,
+    idle_timeout: bool,
+) -> Result<reqwest::Client, ParentError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(READ_IDLE_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT);
+    if idle_timeout {
+        builder = builder.read_timeout(READ_IDLE_TIMEOUT);
+    }
     if let Some(path) = ca_file {
         let pem = std::fs::read(path).map_err(|e| {
             ParentError::Config(format!("cannot read CA file {}: {e}", path.display()))
