@@ -32,6 +32,8 @@ const MAX_WAIT: Duration = Duration::from_secs(55);
 const ANSWER_GRACE: Duration = Duration::from_secs(30);
 /// How often a parent that defines nothing for this registry is asked again.
 const PROBE_AGAIN: Duration = Duration::from_secs(300);
+/// How often a refused instance asks again (it may be activated once the other is deactivated).
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 /// Status code of a refused second instance.
 pub const ALREADY_ACTIVATED: &str = "ALREADY_ACTIVATED";
 
@@ -128,7 +130,7 @@ impl Link {
                     svc.status.set_state(ConnectionState::Unhealthy);
                     svc.status.detail(ALREADY_ACTIVATED, why);
                     svc.engine.persist(&policy);
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(wait.min(REFUSED_RETRY)).await;
                 }
                 Outcome::Interrupted => {}
                 Outcome::Failed(why) => {
@@ -300,7 +302,8 @@ impl Link {
                 "the parent is not a connected registry (status {})",
                 answer.status
             )),
-            (404 | 401 | 403, true) => Outcome::NotDefined(text()),
+            // 401 may only mean the parent has not loaded a new password yet: retried.
+            (404 | 403, true) => Outcome::NotDefined(text()),
             (409, true) => Outcome::Refused(error_message(&answer.body).unwrap_or_else(text)),
             (status, _) => Outcome::Failed(format!("the parent answered {status}: {}", text())),
         }
