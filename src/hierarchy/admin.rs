@@ -367,7 +367,7 @@ pub fn delete(
         extra.delete_tokens.push(token.clone());
         extra.delete_scope_maps.push(map.clone());
     }
-    commit(meta, &family, extra, &[name.clone()])?;
+    commit(meta, &family, extra, std::slice::from_ref(&name))?;
     Ok((!cleanup).then(|| {
         format!(
             "Connected registry successfully deleted. Please cleanup your sync tokens and scope \

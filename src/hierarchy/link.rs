@@ -83,7 +83,7 @@ impl Link {
     pub async fn run(self) {
         let svc = &self.svc;
         let store = svc.store.clone();
-        let instance = blocking(&store, |s| instance_id(s)).await;
+        let instance = blocking(&store, instance_id).await;
         let mut cursor: i64 = blocking(&store, |s| {
             s.meta
                 .sync_state(CURSOR_KEY)

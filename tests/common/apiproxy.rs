@@ -6,12 +6,14 @@
 //! `Connection: close`, request bodies buffered by nginx (up to 1000G), 160k × 32 response
 //! buffers, a 3600 s read timeout; every other path falls to nginx's static handling (404).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use super::netns;
 use super::pki::{self, Ca};
 use super::require;
 
@@ -29,6 +31,8 @@ pub struct ApiProxy {
     pub ca: PathBuf,
     /// Whether `/etc/docker/certs.d/<addr>` was written for Docker and must be removed.
     docker_trust: Option<PathBuf>,
+    /// The network namespace nginx runs in (`None`: the test's own).
+    ns: Option<String>,
     dir: TempDir,
 }
 
@@ -85,6 +89,13 @@ impl ApiProxy {
     /// Starts nginx on `ip:8000` forwarding to `upstream` (`127.0.0.1:<port>` of a registry;
     /// the real proxy resolves `connected-registry` to the same kind of address).
     pub fn start(ip: &str, upstream: &str) -> Self {
+        Self::start_in(None, ip, upstream)
+    }
+
+    /// Like `start`, with nginx inside network namespace `ns` (`Net::ns(i)`; `None`: the test's
+    /// own): `ip` is then one of that namespace's addresses and `upstream` is resolved there
+    /// (`127.0.0.1` being the namespace's loopback).
+    pub fn start_in(ns: Option<&str>, ip: &str, upstream: &str) -> Self {
         let nginx = require("nginx");
         let dir = tempfile::Builder::new()
             .prefix("apiproxy")
@@ -99,7 +110,7 @@ impl ApiProxy {
         let ca_path = ca.write(p, "trustedCA.crt");
         std::fs::create_dir_all(p.join("static")).unwrap_or_else(|e| panic!("{e}"));
         pki::write(p, "nginx.conf", &config(p, &addr, upstream));
-        let child = Command::new(nginx)
+        let child = netns::in_ns(ns, nginx)
             .arg("-c")
             .arg(p.join("nginx.conf"))
             .arg("-p")
@@ -116,6 +127,7 @@ impl ApiProxy {
             addr,
             ca: ca_path,
             docker_trust: None,
+            ns: ns.map(str::to_owned),
             dir,
         };
         proxy.wait_ready(Duration::from_secs(20));
@@ -125,11 +137,21 @@ impl ApiProxy {
     fn wait_ready(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         let client = self.client();
+        let url = format!("{}/v2/", self.url());
         while Instant::now() < deadline {
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("nginx exited ({st}):\n{}", self.error_log());
             }
-            if client.get(format!("{}/v2/", self.url())).send().is_ok() {
+            // Any HTTP answer will do (the upstream may not be up yet: 502). The test's own
+            // namespace cannot reach into another, so there curl runs inside it.
+            let answered = match self.ns.as_deref() {
+                None => client.get(&url).send().is_ok(),
+                Some(ns) => {
+                    let cacert = [OsStr::new("--cacert"), self.ca.as_os_str()];
+                    netns::curl_status(Some(ns), &url, &cacert).is_some()
+                }
+            };
+            if answered {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -142,7 +164,13 @@ impl ApiProxy {
         format!("https://{}", self.addr)
     }
 
-    /// An HTTP client that trusts the gateway's CA only.
+    /// The network namespace nginx runs in (`None`: the test's own).
+    pub fn ns(&self) -> Option<&str> {
+        self.ns.as_deref()
+    }
+
+    /// An HTTP client that trusts the gateway's CA only (usable from the test's own namespace,
+    /// so for a proxy in a namespace only if it is layer 1, adjacent to the host).
     pub fn client(&self) -> reqwest::blocking::Client {
         let pem = std::fs::read(&self.ca).unwrap_or_else(|e| panic!("{e}"));
         let ca = reqwest::Certificate::from_pem(&pem).unwrap_or_else(|e| panic!("{e}"));
@@ -167,7 +195,8 @@ impl ApiProxy {
 
     /// Makes Docker trust the gateway's CA for this address, as a device that installed the
     /// root CA does (`/etc/docker/certs.d/<host:port>/ca.crt`, read by every daemon on the
-    /// machine, so it is removed again when the proxy stops).
+    /// machine, so it is removed again when the proxy stops). A dockerd in a network namespace
+    /// reads the same file: `netns::in_ns` changes the network namespace only.
     pub fn trust_for_docker(&mut self) {
         let d = PathBuf::from("/etc/docker/certs.d").join(&self.addr);
         std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));

@@ -6,6 +6,7 @@ pub mod clients;
 pub mod distribution;
 pub mod faultproxy;
 pub mod images;
+pub mod netns;
 pub mod oci;
 pub mod pki;
 pub mod process;

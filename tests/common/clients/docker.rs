@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::{alive_with, signal};
-use crate::common::{require, run_bounded, Registry};
+use crate::common::{netns, require, run_bounded, Registry};
 
 /// Limit for any single docker CLI command.
 pub const CMD_LIMIT: Duration = Duration::from_secs(60);
@@ -23,7 +23,23 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
+    /// Starts a daemon in the test's own network namespace, with an empty `daemon.json`.
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// Starts a daemon inside network namespace `ns` (`Net::ns(i)`; `None`: the test's own):
+    /// its pulls and pushes then go out from that layer. The CLI still reaches it from the
+    /// test's namespace (a unix socket is a file), and it reads the host's
+    /// `/etc/docker/certs.d` (`ApiProxy::trust_for_docker` applies to it).
+    pub fn start_in(ns: Option<&str>) -> Self {
+        Self::start_with_config(ns, "{}")
+    }
+
+    /// Like `start_in`, with `daemon_json` as the daemon's `daemon.json` (e.g.
+    /// `{"insecure-registries": ["10.214.3.1:5000"]}`: only loopback registries are plain-HTTP
+    /// by default, and a layer's registries are not on loopback).
+    pub fn start_with_config(ns: Option<&str>, daemon_json: &str) -> Self {
         let dockerd = require("dockerd");
         let dir = tempfile::Builder::new()
             .prefix("dk")
@@ -33,12 +49,14 @@ impl Dockerd {
         let sock = format!("unix://{}", p.join("docker.sock").display());
         let exec_root = p.join("exec");
         let log = p.join("dockerd.log");
-        std::fs::write(p.join("daemon.json"), "{}").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(p.join("daemon.json"), daemon_json).unwrap_or_else(|e| panic!("{e}"));
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("dockerd log: {e}"));
         let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
         let flag = |name: &str, file: &str| format!("--{name}={}", p.join(file).display());
-        // Loopback registries are insecure (plain HTTP) by default; nothing else is configured.
-        let child = Command::new(dockerd)
+        // Loopback registries are insecure (plain HTTP) by default; nothing else is configured
+        // unless `daemon_json` says so. In a namespace `nsenter` execs dockerd in place,
+        // so the child is dockerd itself (signalled and reaped on drop as before).
+        let child = netns::in_ns(ns, dockerd)
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
             .arg("--storage-driver=vfs")
             .arg(flag("config-file", "daemon.json"))
@@ -62,6 +80,7 @@ impl Dockerd {
         d
     }
 
+    /// Waits until the daemon answers `docker version` on its socket; panics after `limit`.
     pub fn wait_ready(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         for _ in 0..600 {
@@ -80,6 +99,7 @@ impl Dockerd {
         panic!("dockerd not ready in {limit:?}; log:\n{}", self.log_tail());
     }
 
+    /// The daemon log's last 40 lines.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
