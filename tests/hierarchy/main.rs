@@ -2,8 +2,10 @@
 //! down, content flows both ways, status flows up, one active instance per name, and an idle
 //! child costs its parent one request per interval.
 
-#[path = "common/mod.rs"]
+#[path = "../common/mod.rs"]
 mod common;
+
+mod layers;
 
 use std::time::{Duration, Instant};
 
