@@ -16,6 +16,7 @@ mod relay;
 mod report;
 mod scenarios;
 mod servers;
+mod tree;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -233,6 +234,9 @@ fn main() {
     mirror::mirror(&bin, run.path(), &parent, &cfg, &mut report);
     mirror::no_change_sync(&bin, run.path(), &parent, &cfg, &mut report);
     drop(parent);
+
+    println!("== a child defined by a connected-registry parent (the tree)");
+    tree::tree(&bin, run.path(), &cfg, &mut report);
 
     let took = started.elapsed();
     header.push((

@@ -158,6 +158,11 @@ impl Server {
         panic!("{kind:?} server did not start in {}", dir.path().display());
     }
 
+    /// The data directory of a connected-registry server (for management commands).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// Process id, for `/proc` figures.
     pub fn pid(&self) -> u32 {
         self.child.id()
