@@ -134,7 +134,17 @@ async fn copy(payload: &mut web::Payload, slot: &mut Option<SessionGuard>) -> Ap
     res.and(last)
 }
 
-/// Reads a small body (a manifest) into memory, refusing more than `limit` bytes with 413.
+/// `limit` in MiB, or KiB below one MiB (a small limit must not read "0 MiB").
+fn size_text(limit: usize) -> String {
+    if limit >= 1 << 20 {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{} KiB", limit >> 10)
+    }
+}
+
+/// Reads a small body (a manifest, a token form, a control-plane message) into memory, refusing
+/// more than `limit` bytes with 413.
 pub async fn read_limited(payload: &mut web::Payload, limit: usize) -> ApiResult<Vec<u8>> {
     let mut body = Vec::new();
     while let Some(chunk) = payload.next().await {
@@ -148,7 +158,7 @@ pub async fn read_limited(payload: &mut web::Payload, limit: usize) -> ApiResult
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorCode::SizeInvalid,
-                format!("manifest larger than the {} MiB limit", limit >> 20),
+                format!("request body larger than the {} limit", size_text(limit)),
             ));
         }
         body.extend_from_slice(&chunk);

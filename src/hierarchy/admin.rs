@@ -138,32 +138,51 @@ fn check_client_tokens(meta: &Metadata, tokens: &[String]) -> Result<(), Hierarc
     Ok(())
 }
 
+/// Applies `f` to copies of `defs` and puts back those it changed.
+fn edit_each(family: &mut Family, defs: Vec<Definition>, f: impl Fn(&mut Definition)) {
+    for d in defs {
+        let mut edited = d.clone();
+        f(&mut edited);
+        if edited != d {
+            family.put(edited);
+        }
+    }
+}
+
+fn definitions(members: Vec<&Member>) -> Vec<Definition> {
+    members.into_iter().map(|m| m.definition.clone()).collect()
+}
+
 /// Adds `repos` to every ancestor of `name` that lacks them (ACR: repositories are added to the
 /// registry and its ancestors, so a child's repositories stay a subset of its parent's).
 fn extend_ancestors(family: &mut Family, name: &str, repos: &[String]) {
-    let ancestors: Vec<Definition> = family
-        .ancestors(name)
-        .into_iter()
-        .map(|m| m.definition.clone())
-        .collect();
-    for mut a in ancestors {
-        let before = a.repositories.len();
+    let ancestors = definitions(family.ancestors(name));
+    edit_each(family, ancestors, |a| {
         for r in repos {
             if !a.has_repository(r) {
                 a.repositories.push(r.clone());
             }
         }
-        if a.repositories.len() != before {
-            family.put(a);
+    });
+}
+
+/// `list` without duplicates, first occurrence kept.
+fn dedup(list: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for x in list {
+        if !out.contains(x) {
+            out.push(x.clone());
         }
     }
+    out
 }
 
 /// `create`: the definition, its sync scope map and token (no password until `get-settings`),
 /// and its ancestors' permissions.
 pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
     super::definition::validate_name(&spec.name)?;
-    let mut family = Family::load(meta)?;
+    let stored = Family::load(meta)?;
+    let mut family = stored.clone();
     if family.get(&spec.name).is_some() {
         return Err(HierarchyError::Conflict(format!(
             "The connected registry '{}' already exists.",
@@ -192,8 +211,6 @@ pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
         }
     }
     check_client_tokens(meta, &spec.client_tokens)?;
-    let mut repositories = Vec::new();
-    edit_list(&mut repositories, &spec.repositories, &[], "", "")?;
     let mut d = Definition {
         name: spec.name.clone(),
         parent: spec
@@ -202,16 +219,14 @@ pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
             .and_then(|p| family.get(p))
             .map(|m| m.definition.name.clone()),
         mode: mode.as_str().to_owned(),
-        repositories,
+        repositories: dedup(&spec.repositories),
         sync: SyncProperties::default(),
         log_level: DEFAULT_LOG_LEVEL.to_owned(),
-        client_tokens: Vec::new(),
-        notifications: Vec::new(),
+        client_tokens: dedup(&spec.client_tokens),
+        notifications: dedup(&spec.notifications),
         deactivations: 0,
     };
     apply_sync(&mut d.sync, &mut d.log_level, &spec.sync);
-    edit_list(&mut d.client_tokens, &spec.client_tokens, &[], "", "")?;
-    edit_list(&mut d.notifications, &spec.notifications, &[], "", "")?;
     d.validate()?;
     let repos = d.repositories.clone();
     family.put(d);
@@ -227,13 +242,14 @@ pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
     if meta.token(&token.name)?.is_none() {
         extra.tokens.push(token.to_row()?);
     }
-    commit(meta, &family, extra, &[])?;
+    commit(meta, &stored, &family, extra)?;
     show(meta, &spec.name, super::report::DEFAULT_OFFLINE_AFTER)
 }
 
 /// `update`: sync properties, log level, client tokens, notifications and repositories.
 pub fn update(meta: &Metadata, name: &str, c: &Changes) -> Result<Value, HierarchyError> {
-    let mut family = Family::load(meta)?;
+    let stored = Family::load(meta)?;
+    let mut family = stored.clone();
     let mut d = family
         .get(name)
         .ok_or_else(|| not_found(name))?
@@ -268,7 +284,7 @@ pub fn update(meta: &Metadata, name: &str, c: &Changes) -> Result<Value, Hierarc
         .map(|m| m.definition.clone())
         .ok_or_else(|| not_found(&name))?;
     d.validate()?;
-    commit(meta, &family, HierarchyChange::default(), &[])?;
+    commit(meta, &stored, &family, HierarchyChange::default())?;
     show(meta, &name, super::report::DEFAULT_OFFLINE_AFTER)
 }
 
@@ -297,18 +313,10 @@ fn edit_repositories(
     )?;
     family.put(d);
     extend_ancestors(family, name, add);
-    let below: Vec<Definition> = family
-        .descendants(name)
-        .into_iter()
-        .map(|m| m.definition.clone())
-        .collect();
-    for mut b in below {
-        let before = b.repositories.len();
-        b.repositories.retain(|r| !remove.contains(r));
-        if b.repositories.len() != before {
-            family.put(b);
-        }
-    }
+    let below = definitions(family.descendants(name));
+    edit_each(family, below, |b| {
+        b.repositories.retain(|r| !remove.contains(r))
+    });
     Ok(())
 }
 
@@ -324,7 +332,8 @@ pub fn repo(
             "No repository permissions to update.".into(),
         ));
     }
-    let mut family = Family::load(meta)?;
+    let stored = Family::load(meta)?;
+    let mut family = stored.clone();
     let name = family
         .get(name)
         .ok_or_else(|| not_found(name))?
@@ -335,7 +344,7 @@ pub fn repo(
     for m in family.all() {
         m.definition.validate()?;
     }
-    commit(meta, &family, HierarchyChange::default(), &[])?;
+    commit(meta, &stored, &family, HierarchyChange::default())?;
     show(meta, &name, super::report::DEFAULT_OFFLINE_AFTER)
 }
 
@@ -346,7 +355,8 @@ pub fn delete(
     name: &str,
     cleanup: bool,
 ) -> Result<Option<String>, HierarchyError> {
-    let mut family = Family::load(meta)?;
+    let stored = Family::load(meta)?;
+    let mut family = stored.clone();
     let m = family.get(name).ok_or_else(|| not_found(name))?;
     let name = m.definition.name.clone();
     let kids: Vec<String> = family
@@ -367,7 +377,7 @@ pub fn delete(
         extra.delete_tokens.push(token.clone());
         extra.delete_scope_maps.push(map.clone());
     }
-    commit(meta, &family, extra, std::slice::from_ref(&name))?;
+    commit(meta, &stored, &family, extra)?;
     Ok((!cleanup).then(|| {
         format!(
             "Connected registry successfully deleted. Please cleanup your sync tokens and scope \
@@ -380,7 +390,8 @@ pub fn delete(
 /// `deactivate`: forgets the active instance, here and (through the configuration) at the
 /// registry's parent, so another instance may activate.
 pub fn deactivate(meta: &Metadata, name: &str) -> Result<Value, HierarchyError> {
-    let mut family = Family::load(meta)?;
+    let stored = Family::load(meta)?;
+    let mut family = stored.clone();
     let mut d = family
         .get(name)
         .ok_or_else(|| not_found(name))?
@@ -389,7 +400,7 @@ pub fn deactivate(meta: &Metadata, name: &str) -> Result<Value, HierarchyError> 
     d.deactivations += 1;
     let name = d.name.clone();
     family.put(d);
-    commit(meta, &family, HierarchyChange::default(), &[])?;
+    commit(meta, &stored, &family, HierarchyChange::default())?;
     meta.set_activation(&name, "{}", true)?;
     show(meta, &name, super::report::DEFAULT_OFFLINE_AFTER)
 }
@@ -454,15 +465,16 @@ pub fn get_settings(
     ))
 }
 
-/// Stores `family`'s definitions that differ from what is stored, deletes `deleted`, and brings
-/// every sync scope map in line with the tree, in one transaction with `extra`.
+/// Stores the difference between `stored` (as loaded) and `family` (as edited): changed
+/// definitions, deleted ones, and every sync scope map brought in line with the tree, in one
+/// transaction with `change`.
 fn commit(
     meta: &Metadata,
+    stored: &Family,
     family: &Family,
     mut change: HierarchyChange,
-    deleted: &[String],
 ) -> Result<(), HierarchyError> {
-    let stored = Family::load(meta)?;
+    let maps = meta.all_access_rows()?.scope_maps;
     for m in family.all() {
         let same = stored
             .get(&m.definition.name)
@@ -492,16 +504,19 @@ fn commit(
             grants,
         )?
         .with_gateways(gateways);
-        let existing = meta.scope_map(&map_name)?;
-        let current = existing
-            .as_ref()
-            .and_then(|r| crate::auth::scope_map_from_row(r).ok());
+        let existing = maps.iter().find(|r| r.name == map_name);
+        let current = existing.and_then(|r| crate::auth::scope_map_from_row(r).ok());
         if current.as_ref() != Some(&map) {
             let created = existing.map_or_else(now_secs, |r| r.created);
             change.scope_maps.push(scope_map_row(&map, created)?);
         }
     }
-    change.delete_registries.extend(deleted.iter().cloned());
+    change.delete_registries.extend(
+        stored
+            .all()
+            .filter(|m| family.get(&m.definition.name).is_none())
+            .map(|m| m.definition.name.clone()),
+    );
     meta.apply_hierarchy(&change)?;
     Ok(())
 }

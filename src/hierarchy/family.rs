@@ -151,12 +151,16 @@ impl Family {
             .collect()
     }
 
-    /// Every descendant of `name`, parents before their children.
+    /// Every descendant of `name`, parents before their children (bounded, so a loop in a
+    /// configuration received from a parent cannot hang).
     pub fn descendants(&self, name: &str) -> Vec<&Member> {
         let mut out = Vec::new();
         let mut stack: Vec<&Member> = self.children(name);
         stack.reverse();
         while let Some(m) = stack.pop() {
+            if out.len() >= self.members.len() {
+                break;
+            }
             out.push(m);
             let mut kids = self.children(&m.definition.name);
             kids.reverse();

@@ -35,7 +35,7 @@ const PROBE_AGAIN: Duration = Duration::from_secs(300);
 /// How often a refused instance asks again (it may be activated once the other is deactivated).
 const REFUSED_RETRY: Duration = Duration::from_secs(5);
 /// Status code of a refused second instance.
-pub const ALREADY_ACTIVATED: &str = "ALREADY_ACTIVATED";
+pub const ALREADY_ACTIVATED: &str = crate::registry::ErrorCode::AlreadyActivated.as_str();
 
 /// What the link works with.
 pub struct Link {
@@ -96,6 +96,7 @@ impl Link {
         let mut generation: Option<String> = None;
         let mut failures = 0u32;
         let mut said_not_defined = false;
+        let mut refused = false;
         loop {
             let policy = svc.policy();
             let wait = policy.interval.min(MAX_WAIT);
@@ -108,7 +109,13 @@ impl Link {
                     failures = 0;
                     said_not_defined = false;
                     svc.signals.hold(false);
-                    svc.status.clear_details(|c| c == ALREADY_ACTIVATED);
+                    if std::mem::take(&mut refused) {
+                        // Active now (the other instance was deactivated): the refusal's
+                        // Unhealthy no longer holds, and everything held back syncs now.
+                        svc.status.clear_details(|c| c == ALREADY_ACTIVATED);
+                        svc.status.set_state(ConnectionState::Offline);
+                        svc.signals.request_all();
+                    }
                     let news = self.take(*resp, &mut generation, &mut cursor).await;
                     if !news {
                         self.idle_check_done();
@@ -126,6 +133,7 @@ impl Link {
                 }
                 Outcome::Refused(why) => {
                     tracing::error!(reason = %why, "this instance is refused by the parent");
+                    refused = true;
                     svc.signals.hold(true);
                     svc.status.set_state(ConnectionState::Unhealthy);
                     svc.status.detail(ALREADY_ACTIVATED, why);
@@ -268,12 +276,12 @@ impl Link {
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let path = exchange_path(&svc.name);
-        let passes = svc.status.report().sync_passes;
+        let passes = svc.status.passes();
         let send = svc.parent.control_post(&path, body, wait + ANSWER_GRACE);
         let pass_finished = async {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                if svc.status.report().sync_passes != passes && !svc.signals.busy() {
+                if svc.status.passes() != passes && !svc.signals.busy() {
                     return;
                 }
             }

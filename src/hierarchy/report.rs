@@ -65,7 +65,7 @@ fn kind_of(code: &str) -> &'static str {
     match code {
         c if c.starts_with("Disk") || c == "StorageError" => "Disk",
         c if c.starts_with("Parent") => "Parent",
-        "ALREADY_ACTIVATED" => "Activation",
+        super::link::ALREADY_ACTIVATED => "Activation",
         "PolicyInvalid" | "ConfigurationInvalid" => "Configuration",
         _ => "Sync",
     }

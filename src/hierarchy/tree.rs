@@ -142,6 +142,7 @@ impl Tree {
     pub fn apply(&self, meta: &Metadata) -> Result<Vec<String>, HierarchyError> {
         let mut warnings = Vec::new();
         let mut change = HierarchyChange::default();
+        let now = crate::storage::fsutil::now_secs();
         let stored = Family::load(meta)?;
         for d in &self.registries {
             let row_def =
@@ -157,7 +158,7 @@ impl Tree {
                 activation: "{}".into(),
                 status: None,
                 heard: None,
-                created: crate::storage::fsutil::now_secs(),
+                created: now,
             });
         }
         let names: BTreeSet<String> = self
@@ -217,8 +218,8 @@ impl Tree {
                 scope_map: t.scope_map.clone(),
                 status: t.status.clone(),
                 passwords: t.passwords.to_string(),
-                created: 0,
-                updated: 0,
+                created: now,
+                updated: now,
                 source,
             };
             let same = stored_tokens.get(t.name.as_str()).is_some_and(|s| {
@@ -241,8 +242,8 @@ impl Tree {
                 actions: m.actions.to_string(),
                 gateways: m.gateways.to_string(),
                 source,
-                created: 0,
-                updated: 0,
+                created: now,
+                updated: now,
             };
             let same = stored_maps.get(m.name.as_str()).is_some_and(|s| {
                 s.description == row.description

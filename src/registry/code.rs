@@ -46,7 +46,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// The code as the spec writes it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BlobUnknown => "BLOB_UNKNOWN",
             ErrorCode::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",

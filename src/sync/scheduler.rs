@@ -111,21 +111,24 @@ pub async fn run(
     let mut failures = 0u32;
     let mut seen_request = read_counter(&engine);
     // Newest event seen, to find what clients here changed since (feed mode's push-up trigger).
-    let mut seen_event = local(|| engine.store.meta.client_changes_after(i64::MAX))
-        .map(|(_, n)| n)
+    let mut seen_event = local(|| engine.store.meta.change_counters())
+        .map(|(_, _, newest)| newest)
         .unwrap_or(0);
     // End of the last scheduled window seen open.
     let mut opened_window: Option<chrono::DateTime<Utc>> = None;
     // A feed-driven registry still starts with one full pass.
     signals.request_all();
+    let mut last = policies.borrow_and_update().clone();
     loop {
-        if policies.has_changed().unwrap_or(false) {
-            policies.borrow_and_update();
+        // Compared by identity, not by `has_changed`: waiting on `changed()` below marks a new
+        // policy seen before this line looks at it.
+        let policy = policies.borrow_and_update().clone();
+        if !Arc::ptr_eq(&policy, &last) {
             // A new policy may add repositories: look at all of them now.
             signals.request_all();
             next_due = Instant::now();
+            last = policy.clone();
         }
-        let policy = policies.borrow().clone();
         let counter = read_counter(&engine);
         if counter != seen_request {
             signals.request_manual();

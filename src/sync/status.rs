@@ -247,6 +247,11 @@ impl Status {
         });
     }
 
+    /// Sync passes finished so far (cheap: no report is built).
+    pub fn passes(&self) -> u64 {
+        self.with(|i| i.passes)
+    }
+
     /// Counts a finished sync pass (successful or not).
     pub fn pass_finished(&self) {
         self.with(|i| i.passes += 1);

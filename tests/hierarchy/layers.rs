@@ -17,7 +17,7 @@ use crate::common::clients::docker::Dockerd;
 use crate::common::clients::require_root;
 use crate::common::netns::Net;
 use crate::common::{oci, run_bounded, run_ok, Registry, BIN};
-use crate::{client_as, cr, listed, settings, tags_as, wait_for, APP};
+use crate::{client_as, cr, define_tree, listed, row, settings, tags_as, wait_for, APP};
 
 /// Where every layer's registry listens inside its namespace (the proxy's upstream).
 const INSIDE: &str = "127.0.0.1:8080";
@@ -106,56 +106,7 @@ fn three_layers_behind_api_proxies_are_run_from_the_root() {
     let root_admin = client_as("admin", &root.admin_password());
     let top_proxy = ApiProxy::start_in(None, net.down_addr(0), &root.host());
 
-    cr(
-        &root,
-        &[
-            "create",
-            "-n",
-            "middle2",
-            "-m",
-            "ReadWrite",
-            "--repository",
-            APP,
-            "--sync-interval",
-            "PT2S",
-        ],
-    );
-    cr(
-        &root,
-        &[
-            "create",
-            "-n",
-            "bottom2",
-            "-p",
-            "middle2",
-            "-m",
-            "ReadWrite",
-            "--repository",
-            APP,
-            "--sync-interval",
-            "PT2S",
-        ],
-    );
-    let t = root.admin(&[
-        "scope-map",
-        "create",
-        "-n",
-        "floor",
-        "--repository",
-        APP,
-        "content/read",
-        "metadata/read",
-    ]);
-    assert_eq!(t["name"], "floor");
-    let t = root.admin(&["token", "create", "-n", "floor", "--scope-map", "floor"]);
-    let floor_pw = t["credentials"]["passwords"][0]["value"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    cr(
-        &root,
-        &["update", "-n", "bottom2", "--add-client-tokens", "floor"],
-    );
+    let floor_pw = define_tree(&root, "middle2", "bottom2", "floor");
 
     let cs = settings(&root, "middle2", &top_proxy.addr, "https");
     let middle = Node::start(&net, 1, &cs, &top_proxy.ca);
@@ -264,7 +215,7 @@ fn three_layers_behind_api_proxies_are_run_from_the_root() {
     net.cut(1);
     let offline = |n: &str| {
         let out = cr(&root, &["list", "--offline-after", "PT8S"]);
-        out.contains(n) && listed_with(&out, n)["connectionState"] == "Offline"
+        row(&out, n)["connectionState"] == "Offline"
     };
     wait_for(
         Duration::from_secs(30),
@@ -293,14 +244,6 @@ fn three_layers_behind_api_proxies_are_run_from_the_root() {
         || cr(&root, &["list", "-o", "table"]),
     );
     drop(docker);
-}
-
-/// The row of `name` in a `cr list` JSON output.
-fn listed_with(out: &str, name: &str) -> serde_json::Value {
-    let all: serde_json::Value = serde_json::from_str(out).unwrap_or_default();
-    all.as_array()
-        .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
-        .unwrap_or_default()
 }
 
 /// Pushes `m` as `tag` through a proxy in layer `layer`, with curl from inside the layer

@@ -105,11 +105,54 @@ pub fn tags_as(c: &Client, base: &str, repo: &str) -> Vec<String> {
 
 /// The row of `name` in the root's `cr list -o json`.
 pub fn listed(root: &Registry, name: &str) -> Value {
-    let out = cr(root, &["list"]);
-    let all: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    row(&cr(root, &["list"]), name)
+}
+
+/// The row of `name` in a `cr list` JSON output (null when absent).
+pub fn row(list: &str, name: &str) -> Value {
+    let all: Value = serde_json::from_str(list).unwrap_or_else(|e| panic!("{e}: {list}"));
     all.as_array()
         .and_then(|a| a.iter().find(|r| r["name"] == name).cloned())
         .unwrap_or(Value::Null)
+}
+
+/// Defines at `root` the ReadWrite registry `middle` and below it the ReadWrite `bottom`, both
+/// on `APP` and checking in every 2 s, and a client token `token` (read on `APP`) assigned to
+/// `bottom`; returns the token's password.
+pub fn define_tree(root: &Registry, middle: &str, bottom: &str, token: &str) -> String {
+    let every_2s = [
+        "-m",
+        "ReadWrite",
+        "--repository",
+        APP,
+        "--sync-interval",
+        "PT2S",
+    ];
+    cr(root, &[&["create", "-n", middle][..], &every_2s].concat());
+    cr(
+        root,
+        &[&["create", "-n", bottom, "-p", middle][..], &every_2s].concat(),
+    );
+    let read = ["content/read", "metadata/read"];
+    let map = root.admin(
+        &[
+            &["scope-map", "create", "-n", token, "--repository", APP][..],
+            &read,
+        ]
+        .concat(),
+    );
+    assert_eq!(map["name"], token);
+    let t = root.admin(&["token", "create", "-n", token, "--scope-map", token]);
+    let pw = t["credentials"]["passwords"][0]["value"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!pw.is_empty(), "token create printed no password: {t}");
+    cr(
+        root,
+        &["update", "-n", bottom, "--add-client-tokens", token],
+    );
+    pw
 }
 
 const APP: &str = "plant/app";
@@ -120,56 +163,7 @@ fn a_tree_defined_at_the_root_configures_and_reports() {
     let admin = client_as("admin", &root.admin_password());
     // The tree, defined only here: middle (ReadWrite) and below it bottom (ReadWrite), both
     // checking every 2 s; a client token assigned to bottom.
-    cr(
-        &root,
-        &[
-            "create",
-            "-n",
-            "middle1",
-            "-m",
-            "ReadWrite",
-            "--repository",
-            APP,
-            "--sync-interval",
-            "PT2S",
-        ],
-    );
-    cr(
-        &root,
-        &[
-            "create",
-            "-n",
-            "bottom1",
-            "-p",
-            "middle1",
-            "-m",
-            "ReadWrite",
-            "--repository",
-            APP,
-            "--sync-interval",
-            "PT2S",
-        ],
-    );
-    let reader = root.admin(&[
-        "scope-map",
-        "create",
-        "-n",
-        "readers",
-        "--repository",
-        APP,
-        "content/read",
-        "metadata/read",
-    ]);
-    assert_eq!(reader["name"], "readers");
-    let tok = root.admin(&["token", "create", "-n", "floor", "--scope-map", "readers"]);
-    let floor_pw = tok["credentials"]["passwords"][0]["value"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    cr(
-        &root,
-        &["update", "-n", "bottom1", "--add-client-tokens", "floor"],
-    );
+    let floor_pw = define_tree(&root, "middle1", "bottom1", "floor");
 
     let cs = settings(&root, "middle1", &root.host(), "http");
     let middle = Registry::start_authenticated_env(&[], &[("ACR_REGISTRY_CONNECTION_STRING", &cs)]);
@@ -281,7 +275,7 @@ fn a_tree_defined_at_the_root_configures_and_reports() {
             !s["statusDetails"].to_string().contains("ALREADY_ACTIVATED")
                 && s["connectionState"] == "Online"
         },
-        || second.log(),
+        || format!("{}\n{}", second_status(), second.log()),
     );
     second.stop_hard();
 }
