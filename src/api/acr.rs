@@ -22,7 +22,7 @@ pub async fn health(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 /// `GET /acr/v1/status`: connection state, last sync, details and per-repository progress.
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
-    Ok(match &state.sync {
+    Ok(match state.sync.get() {
         Some(s) => {
             // The outbox grows with every client push: count it now, not at the last pass.
             let svc = s.clone();
@@ -34,7 +34,7 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<H
             "mode": "ReadWrite",
             "parent": null,
             "lastSyncTime": null,
-            "statusDetails": [],
+            "statusDetails": state.status.report().status_details,
             "repositories": [],
         })),
     })
@@ -46,7 +46,7 @@ pub async fn sync(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
         return Err(ApiError::method_not_allowed());
     }
     auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
-    match &state.sync {
+    match state.sync.get() {
         Some(s) => {
             s.request_sync();
             Ok(HttpResponse::build(StatusCode::ACCEPTED).json(json!({"sync": "requested"})))

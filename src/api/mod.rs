@@ -32,8 +32,10 @@ pub struct AppState {
     pub auth: Arc<crate::auth::Authenticator>,
     /// Whether clients may write (a root, or a ReadWrite child); follows policy changes.
     pub writable: Arc<AtomicBool>,
-    /// Sync with the parent, when this registry is a child.
-    pub sync: Option<Arc<crate::sync::SyncService>>,
+    /// Sync with the parent, when this registry is a child (it may become one while running).
+    pub sync: Arc<crate::sync::SyncSlot>,
+    /// What the registry reports: sync and configuration conditions.
+    pub status: Arc<crate::sync::status::Status>,
     /// The control plane this registry offers the connected registries below it.
     pub control: Arc<crate::hierarchy::control::ControlPlane>,
 }

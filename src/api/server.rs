@@ -1,6 +1,5 @@
 //! Starts the HTTP server on an opened store and runs it until SIGTERM/SIGINT.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +10,9 @@ use crate::auth::{admin, Authenticator};
 use crate::config::Settings;
 use crate::hierarchy::control::ControlPlane;
 use crate::hierarchy::link;
-use crate::sync::SyncService;
+use crate::node::module::Module;
+use crate::node::{policy, Node};
+use crate::sync::policy::{FilePolicy, PolicyFile};
 
 /// Blocking threads per HTTP worker (file reads, fsync, SQLite).
 const BLOCKING_THREADS: usize = 12;
@@ -68,44 +69,14 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         })?;
     let store = Arc::new(store);
     let auth = start_auth(&store, &settings).await?;
-    let sync = match &settings.parent {
-        Some(conn) => {
-            let mode = settings.mode_from_flag.then_some(settings.mode);
-            let s = store.clone();
-            let cached = tokio::task::spawn_blocking(move || link::cached_overlay(&s))
-                .await
-                .ok()
-                .flatten();
-            let svc = SyncService::start(
-                store.clone(),
-                conn,
-                settings.config_file.clone(),
-                settings.parent_ca.clone(),
-                mode,
-                cached,
-            )
-            .map_err(|e| ServeError::Sync(e.to_string()))?;
-            svc.spawn(
-                link::Link {
-                    svc: svc.clone(),
-                    login_server: settings.access.login_server.clone(),
-                }
-                .run(),
-            );
-            Some(svc)
-        }
-        None => None,
-    };
-    let writable = match &sync {
-        Some(s) => s.writable.clone(),
-        None => Arc::new(AtomicBool::new(true)),
-    };
+    let node = start_node(&store, &settings).await?;
     let control = ControlPlane::new(store.clone());
     let state = web::Data::new(AppState {
         store: store.clone(),
         auth: auth.clone(),
-        writable,
-        sync: sync.clone(),
+        writable: node.slot.writable.clone(),
+        sync: node.slot.clone(),
+        status: node.status.clone(),
         control: control.clone(),
     });
     let server = HttpServer::new(move || {
@@ -158,13 +129,62 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     cleaner.abort();
     watcher.abort();
     changes.abort();
-    if let Some(s) = &sync {
-        s.shutdown();
-    }
+    node.slot.replace(None);
     let s = store.clone();
     let _ = tokio::task::spawn_blocking(move || s.meta.checkpoint()).await;
     tracing::info!("connected-registry stopped");
     result.map_err(ServeError::Run)
+}
+
+/// Wires the policy sources, the IoT Edge module (when running as one) and sync: an invalid
+/// policy file is a startup error; sync starts when a connection string is known.
+async fn start_node(store: &Arc<Store>, settings: &Settings) -> Result<Arc<Node>, ServeError> {
+    let mut file = PolicyFile::new(settings.config_file.clone());
+    let first = match file.poll() {
+        Some(r) => r.map_err(|e| ServeError::Sync(e.to_string()))?,
+        None => FilePolicy::default(),
+    };
+    let node = Node::new(store.clone(), settings, first);
+    let s = store.clone();
+    // What the parent's control plane defined last time, so a restart while offline keeps
+    // syncing (and keeping) the same repositories.
+    let cached = tokio::task::spawn_blocking(move || link::cached_overlay(&s))
+        .await
+        .ok()
+        .flatten();
+    node.hub.set_parent(cached);
+    if let Some(env) = settings.iot_edge.clone() {
+        tracing::info!(
+            device = %env.device_id,
+            module = %env.module_id,
+            edgehub = %env.gateway_host,
+            "running as an IoT Edge module: configured through the module twin"
+        );
+        Module::start(
+            node.clone(),
+            env,
+            &settings.data_dir,
+            settings.twin_token_ttl,
+        )
+        .await;
+    }
+    node.refresh_sync().map_err(ServeError::Sync)?;
+    if let Some(svc) = node.slot.get() {
+        let policy = svc.policy();
+        tracing::info!(
+            parent = %svc.parent.base_url(),
+            repositories = ?policy.repositories.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+            mode = ?policy.mode,
+            "sync enabled"
+        );
+    }
+    actix_web::rt::spawn(policy::watch_file(
+        file,
+        node.hub.clone(),
+        node.status.clone(),
+    ));
+    actix_web::rt::spawn(policy::apply_log_level(node.hub.subscribe()));
+    Ok(node)
 }
 
 /// Loads access control, creating the first admin token on a fresh root that requires auth.

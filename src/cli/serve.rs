@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use connected_registry::api::server;
+use connected_registry::config::iot_edge::ModuleEnv;
 use connected_registry::config::{self, logging, Overrides, Settings};
 
 use super::fail;
@@ -60,6 +61,10 @@ pub struct ServeArgs {
 /// Resolves settings, starts logging and runs the server until a shutdown signal.
 pub fn run(args: ServeArgs) -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
+    let iot_edge = match ModuleEnv::from_env(env) {
+        Ok(m) => m,
+        Err(e) => return fail(&e.to_string()),
+    };
     let mut settings = match Settings::resolve(Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
@@ -80,6 +85,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         parent_hostname: env("IOTEDGE_PARENTHOSTNAME"),
         parent_endpoint_override: env("ACR_PARENT_GATEWAY_ENDPOINT"),
         parent_ca: args.parent_ca,
+        iot_edge,
+        twin_token_ttl: env("CONNECTED_REGISTRY_TWIN_TOKEN_TTL"),
     }) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),

@@ -5,6 +5,7 @@
 
 pub mod connection;
 pub mod duration;
+pub mod iot_edge;
 pub mod logging;
 mod mode;
 
@@ -24,6 +25,8 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_DATA_DIR: &str = "/var/acr/data";
 /// Age after which an idle upload session is deleted.
 pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Lifetime of the module's edgeHub tokens (the IoT SDKs' hour).
+pub const DEFAULT_TWIN_TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// Time in-flight requests get to finish after SIGTERM.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -44,6 +47,15 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What the parser said.
+        message: String,
+    },
+    /// A configuration document other than a file (the module twin's desired properties) is
+    /// invalid.
+    #[error("invalid {origin}: {message}")]
+    Document {
+        /// What the document is.
+        origin: String,
+        /// What was wrong.
         message: String,
     },
     /// One setting has a bad value.
@@ -97,6 +109,10 @@ pub struct Overrides {
     pub parent_endpoint_override: Option<String>,
     /// `--parent-ca`.
     pub parent_ca: Option<PathBuf>,
+    /// The IoT Edge module environment, when running as a module.
+    pub iot_edge: Option<iot_edge::ModuleEnv>,
+    /// `CONNECTED_REGISTRY_TWIN_TOKEN_TTL`.
+    pub twin_token_ttl: Option<String>,
 }
 
 /// The `[server]` table of the config file.
@@ -135,6 +151,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Log level, if set anywhere (else `RUST_LOG` or Information).
     pub log_level: Option<String>,
+    /// Log level given on the command line or in the environment: it wins over the module twin
+    /// and the file.
+    pub log_level_flag: Option<String>,
     /// Idle upload sessions older than this are removed.
     pub upload_max_age: Duration,
     /// Grace period for in-flight requests at shutdown.
@@ -153,6 +172,14 @@ pub struct Settings {
     pub parent_ca: Option<PathBuf>,
     /// The parent, when this registry is a child.
     pub parent: Option<ConnectionString>,
+    /// `IOTEDGE_PARENTHOSTNAME`, for connection strings that arrive later (module twin).
+    pub parent_hostname: Option<String>,
+    /// `ACR_PARENT_GATEWAY_ENDPOINT`, likewise.
+    pub parent_endpoint_override: Option<String>,
+    /// The IoT Edge module environment, when running as a module.
+    pub iot_edge: Option<iot_edge::ModuleEnv>,
+    /// Lifetime of the SAS tokens the module connects to edgeHub with.
+    pub twin_token_ttl: Duration,
     /// HTTPS listener, when a certificate is configured.
     pub tls: Option<TlsSettings>,
     /// Whether the plain HTTP listener runs (always without TLS; with TLS only when enabled).
@@ -202,6 +229,7 @@ impl Settings {
             .or(file.listen.clone())
             .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen = address("listen", &listen_s)?;
+        let log_level_flag = o.log_level.clone();
         let log_level = o.log_level.or(file.log_level.clone());
         if let Some(l) = &log_level {
             logging::level_directive(l).map_err(|message| ConfigError::Value {
@@ -243,6 +271,7 @@ impl Settings {
             data_dir: configured_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             data_dir_is_default,
             log_level,
+            log_level_flag,
             upload_max_age: duration_setting(
                 "upload_max_age",
                 o.upload_max_age.or(file.upload_max_age.clone()),
@@ -259,6 +288,14 @@ impl Settings {
             mode_from_flag,
             parent_ca: o.parent_ca.or(file.parent_ca.clone()),
             parent,
+            parent_hostname: o.parent_hostname,
+            parent_endpoint_override: o.parent_endpoint_override,
+            iot_edge: o.iot_edge,
+            twin_token_ttl: duration_setting(
+                "CONNECTED_REGISTRY_TWIN_TOKEN_TTL",
+                o.twin_token_ttl,
+                DEFAULT_TWIN_TOKEN_TTL,
+            )?,
             tls,
             serve_http,
         })

@@ -13,6 +13,7 @@ pub mod pushup;
 pub mod schedule;
 pub mod scheduler;
 pub mod service;
+pub mod slot;
 pub mod status;
 pub mod transfer;
 pub mod upload;
@@ -25,4 +26,5 @@ pub(crate) fn local<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }
 pub use service::SyncService;
+pub use slot::SyncSlot;
 pub use status::{ConnectionState, StatusReport};

@@ -20,7 +20,7 @@ pub mod hub;
 #[cfg(test)]
 mod tests;
 
-pub use file::PolicyFile;
+pub use file::{FilePolicy, PolicyFile};
 pub use filters::{Platform, TagFilter};
 pub use hub::{Overlay, PolicyHub};
 
@@ -64,7 +64,8 @@ pub struct SyncPolicy {
     /// Whether the parent's change feed says when to sync (a connected-registry parent that
     /// defines this registry), rather than a pass every `interval`.
     pub feed: bool,
-    /// Log level set by the root, when it defines this registry.
+    /// Log level: set by the root when it defines this registry, else by the command line,
+    /// the module twin or the file (`server.log_level`); `None` leaves the startup level.
     pub log_level: Option<String>,
 }
 
@@ -88,11 +89,19 @@ impl Default for SyncPolicy {
     }
 }
 
-/// The parts of the file the policy reads; `[server]` and other tables belong to other modules.
+/// The parts of the file the policy reads; the rest of `[server]` and other tables belong to
+/// other modules.
 #[derive(Deserialize)]
 struct RawRoot {
     mode: Option<String>,
     sync: Option<RawSync>,
+    server: Option<RawServer>,
+}
+
+/// The one key of `[server]` that is policy: it can change while the registry runs.
+#[derive(Deserialize)]
+struct RawServer {
+    log_level: Option<String>,
 }
 
 /// The `[sync]` table as written.
@@ -135,6 +144,23 @@ impl SyncPolicy {
             path: origin.to_owned(),
             message: locate(text, &e),
         })?;
+        Self::from_raw(root)
+    }
+
+    /// Reads the policy from a document already parsed (the file with the module twin's
+    /// desired properties laid over it); `origin` names the document in errors.
+    pub fn from_table(doc: &toml::Table, origin: &str) -> Result<Self, ConfigError> {
+        let root: RawRoot =
+            toml::Value::Table(doc.clone())
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Document {
+                    origin: origin.to_owned(),
+                    message: e.message().to_owned(),
+                })?;
+        Self::from_raw(root)
+    }
+
+    fn from_raw(root: RawRoot) -> Result<Self, ConfigError> {
         let mode = match root.mode {
             Some(m) => m.parse()?,
             None => Mode::ReadOnly,
@@ -191,6 +217,11 @@ impl SyncPolicy {
             platforms,
             tags,
             referrers: raw.referrers.unwrap_or(d.referrers),
+            log_level: root
+                .server
+                .and_then(|s| s.log_level)
+                .map(log_level)
+                .transpose()?,
             ..d
         })
     }
@@ -218,6 +249,13 @@ impl SyncPolicy {
     pub fn includes_repository(&self, repo: &str) -> bool {
         self.repositories.iter().any(|r| r.as_str() == repo)
     }
+}
+
+/// `server.log_level`, checked so a typo is refused rather than silently ignored.
+fn log_level(level: String) -> Result<String, ConfigError> {
+    crate::config::logging::level_directive(&level)
+        .map(|_| level)
+        .map_err(|m| bad("server.log_level", m))
 }
 
 /// `sync.schedule` and `sync.window`, which go together.

@@ -1,9 +1,8 @@
-//! The sync service of a child registry: its own small runtime, the parent client, the policy
-//! hub, downloads and status. It wires the parts and runs them: the policy file watcher, the
-//! applier that puts each new policy in force, and the scheduler. The HTTP edge asks it for
-//! fetch-through and manual syncs.
+//! The sync service of a child registry: its own small runtime, the parent client, downloads,
+//! and the scheduler that follows the policy hub. It runs the applier that puts each new policy
+//! in force and the scheduler. The HTTP edge asks it for fetch-through and manual syncs.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,9 +10,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::engine::Engine;
-use super::local;
 use super::parent::ParentClient;
-use super::policy::{PolicyFile, PolicyHub, SyncPolicy};
+use super::policy::{PolicyHub, SyncPolicy};
 use super::scheduler::Signals;
 use super::status::Status;
 use super::transfer::{TransferSettings, Transfers};
@@ -22,8 +20,6 @@ use crate::storage::Store;
 
 /// Worker threads of the sync runtime: downloads are I/O bound, a gateway has few cores.
 const SYNC_THREADS: usize = 2;
-/// How often the policy file is looked at.
-const FILE_POLL: Duration = Duration::from_secs(1);
 
 /// Why sync could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,32 +60,24 @@ pub struct SyncService {
 }
 
 impl SyncService {
-    /// Starts sync for a child of `conn`: loads the policy (an invalid file is a startup error),
-    /// builds the parent client and runs the scheduler on a runtime of its own. `parent_policy`
-    /// is what the parent's control plane defined last time, kept so a restart while offline
-    /// keeps syncing (and keeping) the same repositories.
+    /// Starts sync for a child of `conn`: builds the parent client and runs the scheduler, which
+    /// follows `hub`'s policy, on a runtime of its own. `status` and `writable` outlive it (a new
+    /// connection string starts a new service on the same ones).
     pub fn start(
         store: Arc<Store>,
         conn: &ConnectionString,
-        config_file: Option<PathBuf>,
-        parent_ca: Option<PathBuf>,
-        mode_override: Option<Mode>,
-        parent_policy: Option<super::policy::Overlay>,
+        hub: Arc<PolicyHub>,
+        status: Arc<Status>,
+        parent_ca: Option<&Path>,
+        writable: Arc<AtomicBool>,
     ) -> Result<Arc<Self>, StartError> {
-        let mut file = PolicyFile::new(config_file);
-        let policy = match file.poll() {
-            Some(r) => r?,
-            None => SyncPolicy::default(),
-        };
-        let hub = PolicyHub::new(policy, mode_override);
-        hub.set_parent(parent_policy);
         let policy = hub.current();
         let parent = ParentClient::new(
             &conn.parent_endpoint,
             &conn.protocol,
             &conn.sync_token_name,
             &conn.sync_token_password,
-            parent_ca.as_deref(),
+            parent_ca,
         )?;
         let (runtime, stop) = runtime_thread()?;
         let settings = TransferSettings {
@@ -98,10 +86,7 @@ impl SyncService {
         };
         let transfers = Arc::new(Transfers::new(store.clone(), runtime.clone(), settings));
         transfers.limiter.set_rate(policy.bandwidth_limit);
-        let status = Arc::new(Status::new(
-            &format!("{:?}", policy.mode),
-            parent.base_url(),
-        ));
+        status.set_parent(parent.base_url());
         let engine = Arc::new(Engine {
             store: store.clone(),
             parent: parent.clone(),
@@ -113,7 +98,7 @@ impl SyncService {
             parent,
             transfers,
             status,
-            writable: Arc::new(AtomicBool::new(policy.mode == Mode::ReadWrite)),
+            writable,
             hub: hub.clone(),
             signals: Arc::new(Signals::default()),
             engine: engine.clone(),
@@ -128,7 +113,6 @@ impl SyncService {
             mode = ?policy.mode,
             "sync enabled"
         );
-        runtime.spawn(watch_file(file, hub.clone(), svc.status.clone()));
         runtime.spawn(apply_policies(svc.clone(), hub.subscribe()));
         runtime.spawn(super::scheduler::run(
             engine,
@@ -144,7 +128,7 @@ impl SyncService {
     }
 
     /// Puts the side effects of a policy in force: transfer settings, whether clients may
-    /// write, what the status shows, the log level the root set.
+    /// write, what the status shows.
     fn put_in_force(&self, policy: &SyncPolicy) {
         self.transfers.configure(
             TransferSettings {
@@ -162,11 +146,6 @@ impl SyncService {
             .map(|r| r.as_str().to_owned())
             .collect();
         self.status.set_repositories(&names);
-        if let Some(level) = &policy.log_level {
-            if let Err(e) = crate::config::logging::set_level(level) {
-                tracing::warn!(error = %e, "log level from the parent not applied");
-            }
-        }
     }
 
     /// Whether `repo` is synced from the parent (and so may be fetched through).
@@ -202,29 +181,6 @@ impl SyncService {
         if let Ok(mut g) = self.stop_runtime.lock() {
             if let Some(tx) = g.take() {
                 let _ = tx.send(());
-            }
-        }
-    }
-}
-
-/// Re-reads the policy file when it changes and hands it to the hub; an invalid file keeps the
-/// previous policy and says so in the status.
-async fn watch_file(mut file: PolicyFile, hub: Arc<PolicyHub>, status: Arc<Status>) {
-    loop {
-        tokio::time::sleep(FILE_POLL).await;
-        let Some(changed) = local(|| file.poll()) else {
-            continue;
-        };
-        match changed {
-            Ok(p) => {
-                // A valid file clears an earlier PolicyInvalid even when it was fixed back to
-                // exactly the policy still in force.
-                status.clear_details(|c| c == "PolicyInvalid");
-                hub.set_file(p);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "sync policy file invalid: keeping the previous policy");
-                status.detail("PolicyInvalid", e.to_string());
             }
         }
     }

@@ -190,6 +190,11 @@ impl Status {
         self.with(|i| i.state)
     }
 
+    /// Sets the parent shown (a new connection string).
+    pub fn set_parent(&self, parent: &str) {
+        self.with(|i| i.parent = parent.to_owned());
+    }
+
     /// Sets the mode shown (after a policy change).
     pub fn set_mode(&self, mode: &str) {
         self.with(|i| i.mode = mode.to_owned());

@@ -23,12 +23,12 @@ use crate::sync::SyncService;
 const READ_CHUNK: u64 = 256 * 1024;
 
 /// The sync service, when `repo` (and, for a tag, the tag) is something this child mirrors.
-fn mirror<'a>(
-    state: &'a web::Data<AppState>,
+fn mirror(
+    state: &web::Data<AppState>,
     repo: &RepoName,
     tag: Option<&str>,
-) -> Option<&'a Arc<SyncService>> {
-    let s = state.sync.as_ref()?;
+) -> Option<Arc<SyncService>> {
+    let s = state.sync.get()?;
     let policy = s.policy();
     let wanted =
         policy.includes_repository(repo.as_str()) && tag.is_none_or(|t| policy.tag_selected(t));

@@ -1,22 +1,32 @@
-//! The policy sources as one seam (DESIGN §10): the file, the command line and the parent's
-//! control plane each give a part of the policy; this one place merges them and publishes the
-//! policy in force on a `watch` channel that the scheduler and the rest of sync consume.
+//! The policy sources as one seam (DESIGN §10): the file, the module twin, the command line and
+//! the parent's control plane each give a part of the policy; this one place merges them and
+//! publishes the policy in force on a `watch` channel that the scheduler and the rest of sync
+//! consume.
 //!
-//! Precedence, highest first: what the root of the tree defines for this registry (through the
-//! parent's control plane: mode, repositories, schedule and window, interval, message TTL, log
-//! level), then the command line and environment (`--mode`), then the policy file, then the
-//! defaults. Keys the root does not define (chunk size, parallelism, bandwidth, platforms, tag
-//! filters, referrers) always come from the file.
+//! Precedence, highest first:
+//! 1. what the root of the tree defines for this registry (through the parent's control plane:
+//!    mode, repositories, schedule and window, interval, message TTL, log level) — the root also
+//!    shapes the sync token's rights from that definition, so no other source could widen it;
+//! 2. the command line and environment (`--mode`, `--log-level`), fixed for the process's life;
+//! 3. the module twin's desired properties, key by key over the file;
+//! 4. the policy file;
+//! 5. the defaults.
+//!
+//! Keys the root does not define (chunk size, parallelism, bandwidth, platforms, tag filters,
+//! referrers) always come from the twin or the file.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::SyncPolicy;
-use crate::config::Mode;
+use super::{FilePolicy, SyncPolicy};
+use crate::config::{ConfigError, Mode};
 use crate::registry::RepoName;
 use crate::sync::schedule::Schedule;
+
+/// What the errors of a desired-properties document call it.
+const TWIN_ORIGIN: &str = "module twin desired properties";
 
 /// What the root defines of this registry's policy (from the parent's control plane).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,10 +45,22 @@ pub struct Overlay {
     pub log_level: String,
 }
 
+/// The sources fixed when the process starts (command line and environment).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--mode`.
+    pub mode: Option<Mode>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 struct Sources {
-    file: SyncPolicy,
-    mode_flag: Option<Mode>,
+    file: FilePolicy,
+    twin: Option<toml::Table>,
+    /// The file with the twin laid over it, parsed.
+    layered: SyncPolicy,
+    flags: Flags,
     parent: Option<Overlay>,
 }
 
@@ -49,9 +71,12 @@ pub struct PolicyHub {
 }
 
 fn merge(s: &Sources) -> SyncPolicy {
-    let mut p = s.file.clone();
-    if let Some(m) = s.mode_flag {
+    let mut p = s.layered.clone();
+    if let Some(m) = s.flags.mode {
         p.mode = m;
+    }
+    if let Some(l) = &s.flags.log_level {
+        p.log_level = Some(l.clone());
     }
     if let Some(o) = &s.parent {
         p.mode = o.mode;
@@ -66,11 +91,13 @@ fn merge(s: &Sources) -> SyncPolicy {
 }
 
 impl PolicyHub {
-    /// A hub holding the file's policy and the command line's mode.
-    pub fn new(file: SyncPolicy, mode_flag: Option<Mode>) -> Arc<Self> {
+    /// A hub holding the file's policy and the command line's settings.
+    pub fn new(file: FilePolicy, flags: Flags) -> Arc<Self> {
         let sources = Sources {
+            layered: file.policy.clone(),
             file,
-            mode_flag,
+            twin: None,
+            flags,
             parent: None,
         };
         let (tx, _) = watch::channel(Arc::new(merge(&sources)));
@@ -95,9 +122,24 @@ impl PolicyHub {
         self.with(|s| s.parent.is_some())
     }
 
-    /// A new policy file content.
-    pub fn set_file(&self, file: SyncPolicy) {
-        self.update(|s| s.file = file);
+    /// A new policy file content; refused (nothing changes) when the twin's desired properties
+    /// laid over it do not make a valid policy.
+    pub fn set_file(&self, file: FilePolicy) -> Result<(), ConfigError> {
+        self.try_update(|s| {
+            s.layered = layer(&file, s.twin.as_ref())?;
+            s.file = file;
+            Ok(())
+        })
+    }
+
+    /// The module twin's desired policy keys (`None`: no twin); refused (nothing changes) when
+    /// they do not make a valid policy over the file.
+    pub fn set_twin(&self, twin: Option<toml::Table>) -> Result<(), ConfigError> {
+        self.try_update(|s| {
+            s.layered = layer(&s.file, twin.as_ref())?;
+            s.twin = twin;
+            Ok(())
+        })
     }
 
     /// What the root defines, or `None` when the parent defines nothing (a generic parent).
@@ -113,10 +155,17 @@ impl PolicyHub {
     }
 
     fn update(&self, f: impl FnOnce(&mut Sources)) {
-        let merged = self.with(|s| {
+        let _ = self.try_update(|s| {
             f(s);
-            merge(s)
+            Ok(())
         });
+    }
+
+    fn try_update(
+        &self,
+        f: impl FnOnce(&mut Sources) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        let merged = self.with(|s| f(s).map(|()| merge(s)))?;
         self.tx.send_if_modified(|current| {
             if **current == merged {
                 return false;
@@ -124,6 +173,29 @@ impl PolicyHub {
             *current = Arc::new(merged);
             true
         });
+        Ok(())
+    }
+}
+
+/// The file's policy with the twin's keys laid over it (tables merge key by key, anything else
+/// is replaced).
+fn layer(file: &FilePolicy, twin: Option<&toml::Table>) -> Result<SyncPolicy, ConfigError> {
+    let Some(twin) = twin else {
+        return Ok(file.policy.clone());
+    };
+    let mut doc = file.doc.clone();
+    overlay(&mut doc, twin);
+    SyncPolicy::from_table(&doc, TWIN_ORIGIN)
+}
+
+fn overlay(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => overlay(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
     }
 }
 
@@ -133,11 +205,18 @@ mod tests {
 
     #[test]
     fn the_root_wins_over_the_flag_and_the_file_for_what_it_defines() {
-        let file = SyncPolicy {
-            chunk_size: 1 << 20,
-            ..SyncPolicy::default()
+        let file = FilePolicy {
+            policy: SyncPolicy {
+                chunk_size: 1 << 20,
+                ..SyncPolicy::default()
+            },
+            doc: toml::Table::new(),
         };
-        let hub = PolicyHub::new(file, Some(Mode::ReadWrite));
+        let flags = Flags {
+            mode: Some(Mode::ReadWrite),
+            log_level: None,
+        };
+        let hub = PolicyHub::new(file.clone(), flags);
         let mut rx = hub.subscribe();
         assert_eq!(hub.current().mode, Mode::ReadWrite);
         assert!(!hub.current().feed);
@@ -159,15 +238,63 @@ mod tests {
             "the file keeps what the root does not define"
         );
         assert!(p.feed);
-        hub.set_file(SyncPolicy {
-            chunk_size: 1 << 20,
-            ..SyncPolicy::default()
-        });
+        hub.set_file(file).unwrap();
         assert!(
             !rx.has_changed().unwrap(),
             "an unchanged merge is not republished"
         );
         hub.set_parent(None);
         assert_eq!(hub.current().mode, Mode::ReadWrite);
+    }
+
+    fn file(text: &str) -> FilePolicy {
+        FilePolicy::parse(text, std::path::Path::new("c.toml")).unwrap()
+    }
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_twin_lays_its_keys_over_the_file_and_flags_win_over_both() {
+        let f = file("mode = \"ReadOnly\"\n[sync]\nrepositories = [\"a\"]\nchunk_size_mb = 2\n");
+        let flags = Flags {
+            mode: None,
+            log_level: Some("Warning".into()),
+        };
+        let hub = PolicyHub::new(f, flags);
+        hub.set_twin(Some(table(
+            "mode = \"ReadWrite\"\n[sync]\nrepositories = [\"b\"]\n[server]\nlog_level = \"Debug\"\n",
+        )))
+        .unwrap();
+        let p = hub.current();
+        assert_eq!(p.mode, Mode::ReadWrite, "the twin beats the file");
+        assert!(p.includes_repository("b") && !p.includes_repository("a"));
+        assert_eq!(
+            p.chunk_size,
+            2 << 20,
+            "the file keeps what the twin does not set"
+        );
+        assert_eq!(
+            p.log_level.as_deref(),
+            Some("Warning"),
+            "the flag beats the twin"
+        );
+
+        // An invalid twin is refused and changes nothing.
+        let e = hub
+            .set_twin(Some(table("[sync]\ninterval = \"soon\"\n")))
+            .unwrap_err();
+        assert!(e.to_string().contains("sync.interval"), "{e}");
+        assert!(hub.current().includes_repository("b"));
+        // A file that the twin's keys make invalid is refused too.
+        let e = hub
+            .set_file(file(
+                "[sync]\nschedule = \"* * * * *\"\nwindow = \"PT1H\"\n",
+            ))
+            .err();
+        assert!(e.is_none(), "a valid combination is taken");
+        hub.set_twin(None).unwrap();
+        assert_eq!(hub.current().mode, Mode::ReadOnly);
     }
 }

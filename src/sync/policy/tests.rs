@@ -277,7 +277,7 @@ fn load_reads_the_file() {
 #[test]
 fn policy_file_without_a_path() {
     let mut pf = PolicyFile::new(None);
-    assert_eq!(pf.poll().unwrap().unwrap(), SyncPolicy::default());
+    assert_eq!(pf.poll().unwrap().unwrap().policy, SyncPolicy::default());
     assert!(pf.poll().is_none());
     assert!(pf.poll().is_none());
 }
@@ -289,12 +289,12 @@ fn policy_file_reports_changes_once() {
     let write = |text: &str| std::fs::write(&f, text).unwrap();
     write("[sync]\nrepositories = [\"aa\"]\n");
     let mut pf = PolicyFile::new(Some(f.clone()));
-    assert!(pf.poll().unwrap().unwrap().includes_repository("aa"));
+    assert!(pf.poll().unwrap().unwrap().policy.includes_repository("aa"));
     assert!(pf.poll().is_none());
 
     // Same size, different content, possibly within the same mtime tick.
     write("[sync]\nrepositories = [\"bb\"]\n");
-    assert!(pf.poll().unwrap().unwrap().includes_repository("bb"));
+    assert!(pf.poll().unwrap().unwrap().policy.includes_repository("bb"));
     assert!(pf.poll().is_none());
 
     // An invalid edit is reported once; fixing it answers again.
@@ -302,14 +302,14 @@ fn policy_file_reports_changes_once() {
     assert!(matches!(pf.poll(), Some(Err(ConfigError::Value { .. }))));
     assert!(pf.poll().is_none());
     write("[sync]\nmax_parallel = 2\n");
-    assert_eq!(pf.poll().unwrap().unwrap().max_parallel, 2);
+    assert_eq!(pf.poll().unwrap().unwrap().policy.max_parallel, 2);
 
     // A removed file is one error, not an empty policy.
     std::fs::remove_file(&f).unwrap();
     assert!(matches!(pf.poll(), Some(Err(ConfigError::Read { .. }))));
     assert!(pf.poll().is_none());
     write("[sync]\nmax_parallel = 2\n");
-    assert_eq!(pf.poll().unwrap().unwrap().max_parallel, 2);
+    assert_eq!(pf.poll().unwrap().unwrap().policy.max_parallel, 2);
     assert!(pf.poll().is_none());
 }
 
