@@ -7,10 +7,11 @@ use actix_web::{middleware, web, App, HttpServer};
 
 use super::{configure, tls, AppState};
 use crate::auth::{admin, Authenticator};
-use crate::config::Settings;
+use crate::config::{Settings, TlsSettings};
 use crate::hierarchy::control::ControlPlane;
 use crate::hierarchy::link;
 use crate::node::module::Module;
+use crate::node::tls::WorkloadTls;
 use crate::node::{policy, Node};
 use crate::sync::policy::{FilePolicy, PolicyFile};
 
@@ -54,7 +55,8 @@ pub enum ServeError {
 }
 
 /// Opens the store, serves until a shutdown signal, then closes the database cleanly.
-pub async fn run(settings: Settings) -> Result<(), ServeError> {
+pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
+    let workload_tls = workload_tls(&mut settings).await?;
     let tls_config = match &settings.tls {
         Some(t) => Some((t.listen, tls::server_config(&t.cert, &t.key)?)),
         None => None,
@@ -122,6 +124,9 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
         version = env!("CARGO_PKG_VERSION"),
         "connected-registry serving"
     );
+    if let Some(t) = workload_tls {
+        actix_web::rt::spawn(t.renew());
+    }
     let cleaner = actix_web::rt::spawn(clean_uploads(store.clone(), settings.upload_max_age));
     let watcher = actix_web::rt::spawn(watch_access(auth));
     let changes = actix_web::rt::spawn(control.watch());
@@ -134,6 +139,29 @@ pub async fn run(settings: Settings) -> Result<(), ServeError> {
     let _ = tokio::task::spawn_blocking(move || s.meta.checkpoint()).await;
     tracing::info!("connected-registry stopped");
     result.map_err(ServeError::Run)
+}
+
+/// With `--tls-from-workload`, the certificate the workload API issues, in place of files.
+async fn workload_tls(settings: &mut Settings) -> Result<Option<WorkloadTls>, ServeError> {
+    let (Some(listen), Some(env)) = (settings.tls_from_workload, settings.iot_edge.as_ref()) else {
+        return Ok(None);
+    };
+    // The name clients reach the registry by: its login server, else the device's host name.
+    let name = settings
+        .access
+        .login_server
+        .as_deref()
+        .map(|s| s.rsplit_once(':').map_or(s, |(h, _)| h).to_owned())
+        .unwrap_or_else(|| env.gateway_host.clone());
+    let t = WorkloadTls::obtain(env, &settings.data_dir, &name)
+        .await
+        .map_err(ServeError::Sync)?;
+    settings.tls = Some(TlsSettings {
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        listen,
+    });
+    Ok(Some(t))
 }
 
 /// Wires the policy sources, the IoT Edge module (when running as one) and sync: an invalid

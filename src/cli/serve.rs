@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Keep serving plain HTTP on --listen when TLS is configured.
     #[arg(long, env = "CONNECTED_REGISTRY_HTTP_ENABLED")]
     http_enabled: bool,
+    /// Serve HTTPS on --tls-listen with a certificate issued (and renewed) by the IoT Edge
+    /// workload API.
+    #[arg(long, env = "CONNECTED_REGISTRY_TLS_FROM_WORKLOAD")]
+    tls_from_workload: bool,
     /// Extra CA certificate (PEM) to trust for the parent's HTTPS.
     #[arg(long, env = "CONNECTED_REGISTRY_PARENT_CA")]
     parent_ca: Option<PathBuf>,
@@ -87,6 +91,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         parent_ca: args.parent_ca,
         iot_edge,
         twin_token_ttl: env("CONNECTED_REGISTRY_TWIN_TOKEN_TTL"),
+        tls_from_workload: args.tls_from_workload,
     }) {
         Ok(s) => s,
         Err(e) => return fail(&e.to_string()),

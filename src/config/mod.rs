@@ -113,6 +113,8 @@ pub struct Overrides {
     pub iot_edge: Option<iot_edge::ModuleEnv>,
     /// `CONNECTED_REGISTRY_TWIN_TOKEN_TTL`.
     pub twin_token_ttl: Option<String>,
+    /// `--tls-from-workload`.
+    pub tls_from_workload: bool,
 }
 
 /// The `[server]` table of the config file.
@@ -180,6 +182,8 @@ pub struct Settings {
     pub iot_edge: Option<iot_edge::ModuleEnv>,
     /// Lifetime of the SAS tokens the module connects to edgeHub with.
     pub twin_token_ttl: Duration,
+    /// Serve HTTPS with a certificate issued by the workload API (on `tls_listen`).
+    pub tls_from_workload: Option<SocketAddr>,
     /// HTTPS listener, when a certificate is configured.
     pub tls: Option<TlsSettings>,
     /// Whether the plain HTTP listener runs (always without TLS; with TLS only when enabled).
@@ -238,7 +242,25 @@ impl Settings {
             })?;
         }
 
-        let serve_http = tls.is_none() || o.http_enabled || file.http_enabled.unwrap_or(false);
+        let serve_http = (tls.is_none() && !o.tls_from_workload)
+            || o.http_enabled
+            || file.http_enabled.unwrap_or(false);
+        let tls_from_workload = match o.tls_from_workload {
+            true if o.iot_edge.is_none() => {
+                return Err(ConfigError::Value {
+                    key: "tls_from_workload",
+                    message: "needs the IoT Edge workload API (IOTEDGE_WORKLOADURI)".into(),
+                })
+            }
+            true => Some(address(
+                "tls_listen",
+                &o.tls_listen
+                    .clone()
+                    .or(file.tls_listen.clone())
+                    .unwrap_or_else(|| DEFAULT_TLS_LISTEN.to_owned()),
+            )?),
+            false => None,
+        };
         let parent = match o
             .connection_string
             .as_deref()
@@ -291,6 +313,7 @@ impl Settings {
             parent_hostname: o.parent_hostname,
             parent_endpoint_override: o.parent_endpoint_override,
             iot_edge: o.iot_edge,
+            tls_from_workload,
             twin_token_ttl: duration_setting(
                 "CONNECTED_REGISTRY_TWIN_TOKEN_TTL",
                 o.twin_token_ttl,

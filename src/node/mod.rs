@@ -5,6 +5,7 @@
 
 pub mod module;
 pub mod policy;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
