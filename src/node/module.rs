@@ -27,6 +27,9 @@ const PARENT_CA_FILE: &str = "edge-parent-ca.pem";
 const TRUST_WAIT: Duration = Duration::from_secs(10);
 /// How often a missing trust bundle is asked for again.
 const TRUST_RETRY: Duration = Duration::from_secs(30);
+/// How long the storage figures of a report are reused (summing content is one query over
+/// every blob).
+const STORAGE_FRESH: Duration = Duration::from_secs(30);
 /// Status code: the desired properties could not be applied.
 pub const DESIRED_INVALID: &str = "DesiredPropertiesInvalid";
 /// Status code: edgeHub cannot be reached or refuses the module.
@@ -43,6 +46,8 @@ pub struct Module {
     applied: Mutex<Option<u64>>,
     /// The twin's policy keys in force (restored when a later document fails to apply).
     policy: Mutex<Option<toml::Table>>,
+    /// The last storage figures and when they were taken.
+    storage: Mutex<Option<(std::time::Instant, StorageReport)>>,
 }
 
 /// Persisted desired properties.
@@ -66,6 +71,7 @@ impl Module {
             node: node.clone(),
             applied: Mutex::new(None),
             policy: Mutex::new(None),
+            storage: Mutex::new(None),
         });
         let (signer, bundle) = match &env.credentials {
             ModuleCredentials::Workload {
@@ -193,6 +199,21 @@ impl Module {
         Ok(())
     }
 
+    fn storage(&self) -> StorageReport {
+        let mut g = lock(&self.storage);
+        if let Some((at, s)) = g.as_ref() {
+            if at.elapsed() < STORAGE_FRESH {
+                return s.clone();
+            }
+        }
+        let s = StorageReport {
+            used_bytes: self.node.store.meta.content_bytes().unwrap_or(0),
+            free_bytes: self.node.store.free_bytes().unwrap_or(0),
+        };
+        *g = Some((std::time::Instant::now(), s.clone()));
+        s
+    }
+
     fn save(&self, version: u64, doc: &Map<String, Value>) {
         let saved = Saved {
             version,
@@ -234,10 +255,7 @@ impl TwinHost for Module {
             report.connection_state = crate::sync::ConnectionState::Online;
             report.mode = "ReadWrite".into();
         }
-        let storage = StorageReport {
-            used_bytes: node.store.meta.content_bytes().unwrap_or(0),
-            free_bytes: node.store.free_bytes().unwrap_or(0),
-        };
+        let storage = self.storage();
         let r = Report::from_status(&report, node.login_server(), storage);
         let mut map = match serde_json::to_value(r) {
             Ok(Value::Object(m)) => m,

@@ -4,12 +4,14 @@
 pub mod apiproxy;
 pub mod clients;
 pub mod distribution;
+pub mod edgehub;
 pub mod faultproxy;
 pub mod images;
 pub mod netns;
 pub mod oci;
 pub mod pki;
 pub mod process;
+pub mod workload;
 
 use std::fs;
 use std::net::TcpListener;
@@ -53,6 +55,8 @@ pub struct Registry {
     pub args: Vec<String>,
     /// Extra environment variables given to every (re)start.
     pub env: Vec<(String, String)>,
+    /// Start with only `env` in the environment (nothing inherited from the test).
+    pub clean_env: bool,
     log: PathBuf,
     _tmp: TempDir,
 }
@@ -96,6 +100,24 @@ impl Registry {
         Self::launch(tmp, data, args, Vec::new())
     }
 
+    /// Like `start_in`, with nothing but `env` in the process's environment.
+    pub fn start_in_clean_env(tmp: TempDir, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        let data = tmp.path().join("data");
+        let log = tmp.path().join("server.log");
+        let mut r = Registry {
+            child: None,
+            port: 0,
+            data,
+            args,
+            env,
+            clean_env: true,
+            log,
+            _tmp: tmp,
+        };
+        r.restart();
+        r
+    }
+
     /// Starts exactly with `args` and `env` (nothing added) in `tmp`, data in `tmp/data`.
     pub fn start_in(tmp: TempDir, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let data = tmp.path().join("data");
@@ -110,6 +132,7 @@ impl Registry {
             data,
             args,
             env,
+            clean_env: false,
             log,
             _tmp: tmp,
         };
@@ -148,7 +171,11 @@ impl Registry {
                 .open(&self.log)
                 .unwrap_or_else(|e| panic!("log file: {e}"));
             let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-            let child = Command::new(BIN)
+            let mut cmd = Command::new(BIN);
+            if self.clean_env {
+                cmd.env_clear();
+            }
+            let child = cmd
                 .arg("serve")
                 .arg("--listen")
                 .arg(self.host())

@@ -111,7 +111,8 @@ impl Session<'_> {
         };
         let renew_at = started + self.token_ttl.mul_f64(0.8);
         let mut subacks = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Each tick may build a report (status and outbox queries): once a second is plenty.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 ev = events.poll() => match ev {
