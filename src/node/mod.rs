@@ -96,7 +96,18 @@ impl Node {
 
     /// Sets the CA file trusted for the parent (a new trust bundle restarts sync with it).
     pub fn set_parent_ca(&self, ca: Option<PathBuf>) -> Result<(), String> {
+        self.use_parent_ca(ca);
+        self.refresh_sync()
+    }
+
+    /// Sets the CA file trusted for the parent from the next start of sync on.
+    pub fn use_parent_ca(&self, ca: Option<PathBuf>) {
         *lock(&self.parent_ca) = ca;
+    }
+
+    /// Starts sync again as it is (its parent CA file changed on disk).
+    pub fn restart_sync(&self) -> Result<(), String> {
+        lock(&self.connections).running = None;
         self.refresh_sync()
     }
 
@@ -118,7 +129,7 @@ impl Node {
             Some((conn, ca)) => Some(self.start_sync(conn, ca.clone())?),
             None => None,
         };
-        if next.is_none() {
+        if next.is_none() && c.running.is_some() {
             tracing::warn!("no connection string any more: this registry is now a root");
         }
         self.slot.replace(next);

@@ -26,7 +26,9 @@ const PARENT_CA_FILE: &str = "edge-parent-ca.pem";
 /// How long startup waits for the workload API's trust bundle.
 const TRUST_WAIT: Duration = Duration::from_secs(10);
 /// How often a missing trust bundle is asked for again.
-const TRUST_RETRY: Duration = Duration::from_secs(30);
+const TRUST_RETRY: Duration = Duration::from_secs(10);
+/// How often the trust bundle is fetched again (the IoT Edge CA can be renewed).
+const TRUST_REFRESH: Duration = Duration::from_secs(300);
 /// How long the storage figures of a report are reused (summing content is one query over
 /// every blob).
 const STORAGE_FRESH: Duration = Duration::from_secs(30);
@@ -92,7 +94,9 @@ impl Module {
             }
         };
         if let Some(pem) = &bundle {
-            module.trust_parent(pem, data_dir);
+            // Sync starts later, after the kept desired properties are back: a first pass under
+            // the file's policy alone could drop what the twin asked to mirror.
+            module.trust_parent(pem, data_dir, false);
         }
         module.restore();
         let worker = TwinStarter {
@@ -137,8 +141,9 @@ impl Module {
         }
     }
 
-    /// Trusts the bundle (with `--parent-ca`) for the parent's HTTPS.
-    fn trust_parent(&self, bundle: &str, data_dir: &Path) {
+    /// Trusts the bundle (with `--parent-ca`) for the parent's HTTPS; `running` restarts sync
+    /// when the bundle changed.
+    fn trust_parent(&self, bundle: &str, data_dir: &Path, running: bool) {
         let own = lock(&self.node.parent_ca)
             .clone()
             .filter(|p| !p.ends_with(PARENT_CA_FILE));
@@ -151,11 +156,23 @@ impl Module {
         }
         pem.push_str(bundle);
         let path = data_dir.join(PARENT_CA_FILE);
-        if let Err(e) = write_synced(&path, &pem) {
-            tracing::error!(error = %e, file = %path.display(), "cannot write the parent CA file");
+        let same = std::fs::read_to_string(&path).is_ok_and(|old| old == pem);
+        if !same {
+            if let Err(e) = write_synced(&path, &pem) {
+                tracing::error!(error = %e, file = %path.display(), "cannot write the parent CA file");
+                return;
+            }
+        }
+        if !running {
+            self.node.use_parent_ca(Some(path));
             return;
         }
-        if let Err(e) = self.node.set_parent_ca(Some(path)) {
+        // A new bundle in the same file: the parent client reads it when sync starts.
+        let result = match self.node.set_parent_ca(Some(path)) {
+            Ok(()) if !same => self.node.restart_sync(),
+            other => other,
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "sync could not restart with the new trust bundle");
         }
     }
@@ -315,6 +332,14 @@ impl TwinStarter {
     }
 
     async fn work(mut self) {
+        if let Signer::Workload(w) = &self.signer {
+            tokio::spawn(refresh_trust(
+                self.module.clone(),
+                w.clone(),
+                self.data_dir.clone(),
+                self.bundle.is_some(),
+            ));
+        }
         let tls = loop {
             let parsed = self.bundle.as_deref().map(trust::client_config);
             match parsed {
@@ -327,7 +352,7 @@ impl TwinStarter {
                     if let Signer::Workload(w) = &self.signer {
                         self.bundle = self.module.trust_bundle(w).await;
                         if let Some(pem) = &self.bundle {
-                            self.module.trust_parent(pem, &self.data_dir);
+                            self.module.trust_parent(pem, &self.data_dir, true);
                         }
                     }
                 }
@@ -342,6 +367,30 @@ impl TwinStarter {
         }
         .run()
         .await;
+    }
+}
+
+/// Fetches the trust bundle again from time to time (sooner while it is missing), so a renewed
+/// IoT Edge CA reaches the parent client and the status stops saying it is unavailable.
+async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf, mut have: bool) {
+    loop {
+        tokio::time::sleep(if have { TRUST_REFRESH } else { TRUST_RETRY }).await;
+        let fresh = match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
+            Ok(Ok(pem)) => pem,
+            _ => {
+                have = false;
+                continue;
+            }
+        };
+        have = true;
+        let store = &module.node.store;
+        if store.meta.sync_state(TRUST_KEY).ok().flatten().as_deref() != Some(fresh.as_str()) {
+            if let Err(e) = store.meta.set_sync_state(TRUST_KEY, Some(&fresh)) {
+                tracing::warn!(error = %e, "could not keep the trust bundle");
+            }
+        }
+        module.node.status.clear_details(|c| c == TRUST_UNAVAILABLE);
+        module.trust_parent(&fresh, &data_dir, true);
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::common::edgehub::{EdgeHub, EdgeHubConfig};
 use crate::common::pki::{self, Ca};
-use crate::common::workload::{Workload, WorkloadConfig};
+use crate::common::workload::{Fault, Workload, WorkloadConfig};
 use crate::common::{self, free_port, oci, Registry};
 
 const DEVICE: &str = "gateway-1";
@@ -208,11 +208,17 @@ fn the_twin_configures_the_module_live_and_receives_its_status() {
 
     // Status as reported properties, accepted by edgeHub's validation.
     // Storage figures are refreshed every 30 s at most.
-    wait(&edge, &reg, "reported properties", Duration::from_secs(45), || {
-        reported(&edge, "appliedDesiredVersion") == json!(1)
-            && reported(&edge, "connectionState") == json!("Online")
-            && reported(&edge, "storage")["usedBytes"].as_u64() > Some(0)
-    });
+    wait(
+        &edge,
+        &reg,
+        "reported properties",
+        Duration::from_secs(45),
+        || {
+            reported(&edge, "appliedDesiredVersion") == json!(1)
+                && reported(&edge, "connectionState") == json!("Online")
+                && reported(&edge, "storage")["usedBytes"].as_u64() > Some(0)
+        },
+    );
     let r = edge.hub.reported();
     assert_eq!(r["mode"], "ReadOnly");
     assert_eq!(r["version"], env!("CARGO_PKG_VERSION"));
@@ -418,4 +424,51 @@ fn https_with_a_server_certificate_from_the_workload_api_renewed_before_expiry()
     // Past the first certificate's expiry, handshakes still succeed.
     std::thread::sleep(Duration::from_secs(5));
     https("after the first certificate expired");
+}
+
+#[test]
+fn local_development_connects_with_a_module_connection_string_and_ca_file() {
+    let edge = Edge::start();
+    edge.publish("dev", "v1");
+    edge.hub.set_desired(
+        json!({
+            "connectionString": edge.connection_string(),
+            "sync": {"repositories": ["dev"], "interval": "PT1S"},
+        }),
+        2,
+    );
+    let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let ca = pki::write(tmp.path(), "edge-ca.pem", &edge.ca.0.pem());
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        oci::pseudo_random(32, 16),
+    );
+    let cs = format!(
+        "HostName={HUB};GatewayHostName={GATEWAY};DeviceId={DEVICE};ModuleId={MODULE};SharedAccessKey={key}"
+    );
+    let env = vec![
+        ("EdgeHubConnectionString".to_owned(), cs),
+        (
+            "EdgeModuleCACertificateFile".to_owned(),
+            ca.display().to_string(),
+        ),
+        (
+            "CONNECTED_REGISTRY_EDGEHUB_PORT".to_owned(),
+            edge.hub.port().to_string(),
+        ),
+    ];
+    let reg = Registry::start_in_clean_env(tmp, vec!["--insecure-no-auth".into()], env);
+    wait(
+        &edge,
+        &reg,
+        "the twin's policy",
+        Duration::from_secs(30),
+        || has(&reg, "dev", "v1") && reported(&edge, "appliedDesiredVersion") == json!(2),
+    );
+    assert_eq!(
+        edge.workload.stats().signs,
+        0,
+        "signed with the key, not the daemon"
+    );
+    assert!(edge.hub.stats().connacks.iter().all(|c| *c == 0));
 }
