@@ -333,11 +333,20 @@ impl TwinStarter {
 
     async fn work(mut self) {
         if let Signer::Workload(w) = &self.signer {
+            // A bundle kept from an earlier run is used, but asked for again soon.
+            let fresh = !self
+                .module
+                .node
+                .status
+                .report()
+                .status_details
+                .iter()
+                .any(|d| d.code == TRUST_UNAVAILABLE);
             tokio::spawn(refresh_trust(
                 self.module.clone(),
                 w.clone(),
                 self.data_dir.clone(),
-                self.bundle.is_some(),
+                fresh,
             ));
         }
         let tls = loop {
@@ -372,25 +381,25 @@ impl TwinStarter {
 
 /// Fetches the trust bundle again from time to time (sooner while it is missing), so a renewed
 /// IoT Edge CA reaches the parent client and the status stops saying it is unavailable.
-async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf, mut have: bool) {
+async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf, mut fresh: bool) {
     loop {
-        tokio::time::sleep(if have { TRUST_REFRESH } else { TRUST_RETRY }).await;
-        let fresh = match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
+        tokio::time::sleep(if fresh { TRUST_REFRESH } else { TRUST_RETRY }).await;
+        let pem = match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
             Ok(Ok(pem)) => pem,
             _ => {
-                have = false;
+                fresh = false;
                 continue;
             }
         };
-        have = true;
+        fresh = true;
         let store = &module.node.store;
-        if store.meta.sync_state(TRUST_KEY).ok().flatten().as_deref() != Some(fresh.as_str()) {
-            if let Err(e) = store.meta.set_sync_state(TRUST_KEY, Some(&fresh)) {
+        if store.meta.sync_state(TRUST_KEY).ok().flatten().as_deref() != Some(pem.as_str()) {
+            if let Err(e) = store.meta.set_sync_state(TRUST_KEY, Some(&pem)) {
                 tracing::warn!(error = %e, "could not keep the trust bundle");
             }
         }
         module.node.status.clear_details(|c| c == TRUST_UNAVAILABLE);
-        module.trust_parent(&fresh, &data_dir, true);
+        module.trust_parent(&pem, &data_dir, true);
     }
 }
 

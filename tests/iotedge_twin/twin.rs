@@ -338,7 +338,9 @@ fn without_edgehub_the_module_serves_and_syncs_from_its_last_known_policy() {
         || details(&status(&reg)).contains("EdgeHubUnavailable"),
     );
 
-    // A restart while edgeHub is down keeps the last desired properties (persisted).
+    // A restart while edgeHub is down and the workload API throttles (closes without an
+    // answer) keeps the last desired properties and the last trust bundle (both persisted).
+    edge.workload.set_fault(Some(Fault::CloseWithoutReply));
     reg.restart();
     edge.publish("app", "v3");
     wait(
@@ -349,6 +351,11 @@ fn without_edgehub_the_module_serves_and_syncs_from_its_last_known_policy() {
         || has(&reg, "app", "v3"),
     );
     assert!(has(&reg, "app", "v1"), "nothing synced earlier was dropped");
+    assert!(details(&status(&reg)).contains("TrustBundleUnavailable"));
+    edge.workload.set_fault(None);
+    wait(&edge, &reg, "the trust bundle again", limit, || {
+        !details(&status(&reg)).contains("TrustBundleUnavailable")
+    });
 
     // edgeHub comes back offline with nothing stored (an empty twin without $version): the
     // module keeps its policy, reconnects and reports again.
