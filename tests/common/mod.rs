@@ -172,17 +172,19 @@ impl Registry {
                 .unwrap_or_else(|e| panic!("log file: {e}"));
             let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
             let mut cmd = Command::new(BIN);
-            if self.clean_env {
-                cmd.env_clear();
-            }
-            let child = cmd
-                .arg("serve")
+            cmd.arg("serve")
                 .arg("--listen")
                 .arg(self.host())
                 .arg("--data-dir")
-                .arg(&self.data)
-                .arg("--log-level")
-                .arg("Information")
+                .arg(&self.data);
+            if self.clean_env {
+                // Nothing but `env`: the log level is the registry's own default (Information)
+                // unless a configuration source sets it.
+                cmd.env_clear();
+            } else {
+                cmd.arg("--log-level").arg("Information");
+            }
+            let child = cmd
                 .args(&self.args)
                 .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .env_remove("RUST_LOG")

@@ -260,6 +260,10 @@ fn the_twin_configures_the_module_live_and_receives_its_status() {
         edge.hub.stats().gets > gets,
         "a whole-twin GET followed the gap"
     );
+    assert!(
+        reg.log().contains("log level changed level=Debug"),
+        "server.log_level applied live"
+    );
 
     // An invalid value is reported; the policy in force stays and keeps syncing.
     edge.hub
@@ -446,25 +450,47 @@ fn local_development_connects_with_a_module_connection_string_and_ca_file() {
     );
     let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
     let ca = pki::write(tmp.path(), "edge-ca.pem", &edge.ca.0.pem());
-    let key = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        oci::pseudo_random(32, 16),
+    let b64 = |k: Vec<u8>| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, k);
+    let cs = |key: String| {
+        format!(
+            "HostName={HUB};GatewayHostName={GATEWAY};DeviceId={DEVICE};ModuleId={MODULE};SharedAccessKey={key}"
+        )
+    };
+    let env = |key: String| {
+        vec![
+            ("EdgeHubConnectionString".to_owned(), cs(key)),
+            (
+                "EdgeModuleCACertificateFile".to_owned(),
+                ca.display().to_string(),
+            ),
+            (
+                "CONNECTED_REGISTRY_EDGEHUB_PORT".to_owned(),
+                edge.hub.port().to_string(),
+            ),
+        ]
+    };
+    // A wrong key: edgeHub refuses the token; the registry runs, and says why.
+    let wrong = env(b64(oci::pseudo_random(32, 99)));
+    let mut reg = Registry::start_in_clean_env(tmp, vec!["--insecure-no-auth".into()], wrong);
+    wait(
+        &edge,
+        &reg,
+        "the refusal in the status",
+        Duration::from_secs(30),
+        || {
+            let d = details(&status(&reg));
+            d.contains("EdgeHubUnavailable") && d.contains("CONNACK 5")
+        },
     );
-    let cs = format!(
-        "HostName={HUB};GatewayHostName={GATEWAY};DeviceId={DEVICE};ModuleId={MODULE};SharedAccessKey={key}"
-    );
-    let env = vec![
-        ("EdgeHubConnectionString".to_owned(), cs),
-        (
-            "EdgeModuleCACertificateFile".to_owned(),
-            ca.display().to_string(),
-        ),
-        (
-            "CONNECTED_REGISTRY_EDGEHUB_PORT".to_owned(),
-            edge.hub.port().to_string(),
-        ),
-    ];
-    let reg = Registry::start_in_clean_env(tmp, vec!["--insecure-no-auth".into()], env);
+    assert!(edge.hub.stats().connacks.contains(&5));
+    assert!(common::http()
+        .get(format!("{}/v2/", reg.url()))
+        .send()
+        .is_ok_and(|r| r.status().is_success()));
+
+    // The module's key: connected, configured.
+    reg.env = env(b64(oci::pseudo_random(32, 16)));
+    reg.restart();
     wait(
         &edge,
         &reg,
@@ -477,5 +503,5 @@ fn local_development_connects_with_a_module_connection_string_and_ca_file() {
         0,
         "signed with the key, not the daemon"
     );
-    assert!(edge.hub.stats().connacks.iter().all(|c| *c == 0));
+    assert_eq!(edge.hub.stats().connacks.last(), Some(&0));
 }
