@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 
 use connected_registry::auth::AuthError;
-use connected_registry::sync::scheduler::{REQUEST_KEY, STATUS_KEY};
+use connected_registry::storage::metadata::StateKey;
 
 use super::admin::{finish, open, DataDir};
 
@@ -22,7 +22,7 @@ pub enum SyncCmd {
 pub fn sync(data: DataDir, cmd: SyncCmd) -> ExitCode {
     let r = match cmd {
         SyncCmd::Now => open(&data).and_then(|meta| {
-            let n = meta.bump_sync_counter(REQUEST_KEY)?;
+            let n = meta.bump_sync_counter(&StateKey::SyncRequest)?;
             Ok(json!({"sync": "requested", "request": n}))
         }),
     };
@@ -35,7 +35,7 @@ pub fn sync(data: DataDir, cmd: SyncCmd) -> ExitCode {
 /// Prints the last status the registry saved (connection state, last sync, progress).
 pub fn status(data: DataDir) -> ExitCode {
     let r = open(&data).and_then(|meta| {
-        let saved = meta.sync_state(STATUS_KEY)?;
+        let saved = meta.sync_state(&StateKey::Status)?;
         match saved {
             Some(text) => serde_json::from_str::<Value>(&text)
                 .map_err(|e| AuthError::Internal(format!("saved status is unreadable: {e}"))),

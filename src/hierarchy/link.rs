@@ -14,17 +14,12 @@ use super::report::{Report, StorageReport};
 use super::tree::Tree;
 use super::wire::{exchange_path, ExchangeRequest, ExchangeResponse, Relayed, API_HEADER};
 use crate::storage::fsutil::now_secs;
+use crate::storage::metadata::StateKey;
 use crate::storage::Store;
 use crate::sync::policy::Overlay;
-use crate::sync::status::ConnectionState;
+use crate::sync::status::{ConnectionState, DetailCode, DetailKind};
 use crate::sync::{backoff, SyncService};
 
-/// Sync state key of the last configuration applied (JSON), reused after a restart.
-pub const TREE_KEY: &str = "hierarchy:tree";
-/// Sync state key of the change feed's cursor.
-const CURSOR_KEY: &str = "hierarchy:cursor";
-/// Sync state key of this data directory's instance id.
-const INSTANCE_KEY: &str = "hierarchy:instance";
 /// How long a parent may hold the exchange open at most: under the 60 s read timeout of common
 /// reverse proxies.
 const MAX_WAIT: Duration = Duration::from_secs(55);
@@ -34,8 +29,6 @@ const ANSWER_GRACE: Duration = Duration::from_secs(30);
 const PROBE_AGAIN: Duration = Duration::from_secs(300);
 /// How often a refused instance asks again (it may be activated once the other is deactivated).
 const REFUSED_RETRY: Duration = Duration::from_secs(5);
-/// Status code of a refused second instance.
-pub const ALREADY_ACTIVATED: &str = crate::registry::ErrorCode::AlreadyActivated.as_str();
 
 /// What the link works with.
 pub struct Link {
@@ -47,11 +40,14 @@ pub struct Link {
 
 /// This data directory's instance id, made once.
 pub fn instance_id(store: &Store) -> String {
-    if let Ok(Some(id)) = store.meta.sync_state(INSTANCE_KEY) {
+    if let Ok(Some(id)) = store.meta.sync_state(&StateKey::HierarchyInstance) {
         return id;
     }
     let id = uuid::Uuid::new_v4().to_string();
-    if let Err(e) = store.meta.set_sync_state(INSTANCE_KEY, Some(&id)) {
+    if let Err(e) = store
+        .meta
+        .set_sync_state(&StateKey::HierarchyInstance, Some(&id))
+    {
         tracing::warn!(error = %e, "could not save the instance id");
     }
     id
@@ -59,7 +55,11 @@ pub fn instance_id(store: &Store) -> String {
 
 /// The policy the parent defined last time, if any.
 pub fn cached_overlay(store: &Store) -> Option<Overlay> {
-    let text = store.meta.sync_state(TREE_KEY).ok().flatten()?;
+    let text = store
+        .meta
+        .sync_state(&StateKey::HierarchyTree)
+        .ok()
+        .flatten()?;
     let tree: Tree = serde_json::from_str(&text).ok()?;
     tree.own()?.overlay().ok()
 }
@@ -86,7 +86,7 @@ impl Link {
         let instance = blocking(&store, instance_id).await;
         let mut cursor: i64 = blocking(&store, |s| {
             s.meta
-                .sync_state(CURSOR_KEY)
+                .sync_state(&StateKey::HierarchyCursor)
                 .ok()
                 .flatten()
                 .and_then(|v| v.parse().ok())
@@ -112,7 +112,8 @@ impl Link {
                     if std::mem::take(&mut refused) {
                         // Active now (the other instance was deactivated): the refusal's
                         // Unhealthy no longer holds, and everything held back syncs now.
-                        svc.status.clear_details(|c| c == ALREADY_ACTIVATED);
+                        svc.status
+                            .clear_details(|c| c == DetailCode::AlreadyActivated);
                         svc.status.set_state(ConnectionState::Offline);
                         svc.signals.request_all();
                     }
@@ -136,7 +137,7 @@ impl Link {
                     refused = true;
                     svc.signals.hold(true);
                     svc.status.set_state(ConnectionState::Unhealthy);
-                    svc.status.detail(ALREADY_ACTIVATED, why);
+                    svc.status.detail(DetailCode::AlreadyActivated, why);
                     svc.engine.persist(&policy);
                     tokio::time::sleep(wait.min(REFUSED_RETRY)).await;
                 }
@@ -147,7 +148,7 @@ impl Link {
                         tracing::warn!(reason = %why, "exchange with the parent failed");
                         if !svc.signals.busy() {
                             svc.status.set_state(ConnectionState::Offline);
-                            svc.status.detail("ParentUnreachable", why);
+                            svc.status.detail(DetailCode::ParentUnreachable, why);
                             svc.engine.persist(&policy);
                         }
                     }
@@ -174,7 +175,7 @@ impl Link {
                 let warnings = t.apply(&s.meta).map_err(|e| e.to_string())?;
                 let text = serde_json::to_string(&t).map_err(|e| e.to_string())?;
                 s.meta
-                    .set_sync_state(TREE_KEY, Some(&text))
+                    .set_sync_state(&StateKey::HierarchyTree, Some(&text))
                     .map_err(|e| e.to_string())?;
                 Ok(warnings)
             })
@@ -184,22 +185,24 @@ impl Link {
                     for w in warnings {
                         tracing::warn!("{w}");
                     }
-                    svc.status.clear_details(|c| c == "ConfigurationInvalid");
+                    svc.status
+                        .clear_details(|c| c == DetailCode::ConfigurationInvalid);
                     svc.hub.set_parent(Some(overlay));
                     *generation = Some(resp.generation.clone());
                 }
                 Ok((_, Some(Err(e)))) => {
-                    svc.status.detail("ConfigurationInvalid", e.to_string());
+                    svc.status
+                        .detail(DetailCode::ConfigurationInvalid, e.to_string());
                 }
                 Ok((_, None)) => {
                     svc.status.detail(
-                        "ConfigurationInvalid",
+                        DetailCode::ConfigurationInvalid,
                         "the parent's configuration does not include this registry",
                     );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not apply the parent's configuration");
-                    svc.status.detail("ConfigurationInvalid", e);
+                    svc.status.detail(DetailCode::ConfigurationInvalid, e);
                 }
             }
             news = true;
@@ -218,7 +221,7 @@ impl Link {
             let c = resp.cursor.to_string();
             let store = svc.store.clone();
             blocking(&store, move |s| {
-                if let Err(e) = s.meta.set_sync_state(CURSOR_KEY, Some(&c)) {
+                if let Err(e) = s.meta.set_sync_state(&StateKey::HierarchyCursor, Some(&c)) {
                     tracing::warn!(error = %e, "could not save the change feed cursor");
                 }
             })
@@ -234,7 +237,7 @@ impl Link {
             return;
         }
         svc.status.set_state(ConnectionState::Online);
-        svc.status.clear_details(|c| c.starts_with("Parent"));
+        svc.status.clear_details(|c| c.kind() == DetailKind::Parent);
         svc.status.synced_now();
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::sync::status::{OutboxStatus, StatusDetail, StatusReport};
+use crate::sync::status::{DetailCode, DetailKind, OutboxStatus, StatusDetail, StatusReport};
 
 /// How long a registry may go unheard before the root shows it `Offline`.
 pub const DEFAULT_OFFLINE_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
@@ -62,12 +62,12 @@ pub struct Report {
 
 /// The ACR area of a detail code.
 fn kind_of(code: &str) -> &'static str {
-    match code {
-        c if c.starts_with("Disk") || c == "StorageError" => "Disk",
-        c if c.starts_with("Parent") => "Parent",
-        super::link::ALREADY_ACTIVATED => "Activation",
-        "PolicyInvalid" | "ConfigurationInvalid" => "Configuration",
-        _ => "Sync",
+    match DetailCode::parse(code) {
+        Some(c) => c.kind().as_str(),
+        // A code this version does not know keeps the area its prefix has always given.
+        None if code.starts_with("Disk") => DetailKind::Disk.as_str(),
+        None if code.starts_with("Parent") => DetailKind::Parent.as_str(),
+        None => DetailKind::Sync.as_str(),
     }
 }
 

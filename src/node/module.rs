@@ -16,11 +16,9 @@ use crate::edge::twin::config::DesiredConfig;
 use crate::edge::twin::{TwinHost, TwinWorker};
 use crate::edge::workload::WorkloadClient;
 use crate::hierarchy::report::{Report, StorageReport};
+use crate::storage::metadata::StateKey;
+use crate::sync::status::DetailCode;
 
-/// Sync-state key of the last applied desired properties and their version.
-const TWIN_KEY: &str = "edge:twin";
-/// Sync-state key of the last trust bundle received.
-const TRUST_KEY: &str = "edge:trust-bundle";
 /// The parent CA file written in the data directory: `--parent-ca` and the trust bundle.
 const PARENT_CA_FILE: &str = "edge-parent-ca.pem";
 /// How long startup waits for the workload API's trust bundle.
@@ -32,14 +30,6 @@ const TRUST_REFRESH: Duration = Duration::from_secs(300);
 /// How long the storage figures of a report are reused (summing content is one query over
 /// every blob).
 const STORAGE_FRESH: Duration = Duration::from_secs(30);
-/// Status code: the desired properties could not be applied.
-pub const DESIRED_INVALID: &str = "DesiredPropertiesInvalid";
-/// Status code: edgeHub cannot be reached or refuses the module.
-pub const EDGEHUB_UNAVAILABLE: &str = "EdgeHubUnavailable";
-/// Status code: edgeHub refused a reported patch.
-pub const REPORTED_REFUSED: &str = "ReportedPropertiesRefused";
-/// Status code: the workload API's trust bundle is not available.
-pub const TRUST_UNAVAILABLE: &str = "TrustBundleUnavailable";
 
 /// The module side of the twin.
 pub struct Module {
@@ -122,10 +112,15 @@ impl Module {
         let store = &self.node.store;
         match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
             Ok(Ok(pem)) => {
-                if let Err(e) = store.meta.set_sync_state(TRUST_KEY, Some(&pem)) {
+                if let Err(e) = store
+                    .meta
+                    .set_sync_state(&StateKey::EdgeTrustBundle, Some(&pem))
+                {
                     tracing::warn!(error = %e, "could not keep the trust bundle");
                 }
-                self.node.status.clear_details(|c| c == TRUST_UNAVAILABLE);
+                self.node
+                    .status
+                    .clear_details(|c| c == DetailCode::TrustBundleUnavailable);
                 Some(pem)
             }
             failed => {
@@ -133,9 +128,15 @@ impl Module {
                     Ok(Err(e)) => e.to_string(),
                     _ => "the workload API did not answer".to_owned(),
                 };
-                let kept = store.meta.sync_state(TRUST_KEY).ok().flatten();
+                let kept = store
+                    .meta
+                    .sync_state(&StateKey::EdgeTrustBundle)
+                    .ok()
+                    .flatten();
                 tracing::warn!(error = %why, using_kept = kept.is_some(), "trust bundle unavailable");
-                self.node.status.detail(TRUST_UNAVAILABLE, why);
+                self.node
+                    .status
+                    .detail(DetailCode::TrustBundleUnavailable, why);
                 kept
             }
         }
@@ -179,7 +180,8 @@ impl Module {
 
     /// Puts the persisted desired properties back in force.
     fn restore(&self) {
-        let saved = self.node.store.meta.sync_state(TWIN_KEY).ok().flatten();
+        let meta = &self.node.store.meta;
+        let saved = meta.sync_state(&StateKey::EdgeTwin).ok().flatten();
         let Some(saved) = saved.and_then(|t| serde_json::from_str::<Saved>(&t).ok()) else {
             return;
         };
@@ -237,7 +239,8 @@ impl Module {
             desired: doc.clone(),
         };
         let text = serde_json::to_string(&saved).unwrap_or_default();
-        if let Err(e) = self.node.store.meta.set_sync_state(TWIN_KEY, Some(&text)) {
+        let meta = &self.node.store.meta;
+        if let Err(e) = meta.set_sync_state(&StateKey::EdgeTwin, Some(&text)) {
             tracing::warn!(error = %e, "module twin: could not keep the desired properties");
         }
     }
@@ -250,12 +253,12 @@ impl TwinHost for Module {
             Ok(()) => {
                 *lock(&self.applied) = Some(version);
                 self.save(version, doc);
-                status.clear_details(|c| c == DESIRED_INVALID);
+                status.clear_details(|c| c == DetailCode::DesiredPropertiesInvalid);
                 Ok(())
             }
             Err(e) => {
                 let why = format!("desired properties version {version} not applied: {e}");
-                status.detail(DESIRED_INVALID, why.clone());
+                status.detail(DetailCode::DesiredPropertiesInvalid, why.clone());
                 Err(why)
             }
         }
@@ -287,20 +290,25 @@ impl TwinHost for Module {
     }
 
     fn link_up(&self) {
-        self.node.status.clear_details(|c| c == EDGEHUB_UNAVAILABLE);
+        self.node
+            .status
+            .clear_details(|c| c == DetailCode::EdgeHubUnavailable);
     }
 
     fn link_down(&self, why: &str) {
-        self.node.status.detail(EDGEHUB_UNAVAILABLE, why);
+        self.node.status.detail(DetailCode::EdgeHubUnavailable, why);
     }
 
     fn reported_rejected(&self, status: Option<u16>) {
         match status {
             Some(s) => self.node.status.detail(
-                REPORTED_REFUSED,
+                DetailCode::ReportedPropertiesRefused,
                 format!("edgeHub refused the reported properties ({s})"),
             ),
-            None => self.node.status.clear_details(|c| c == REPORTED_REFUSED),
+            None => self
+                .node
+                .status
+                .clear_details(|c| c == DetailCode::ReportedPropertiesRefused),
         }
     }
 }
@@ -341,7 +349,7 @@ impl TwinStarter {
                 .report()
                 .status_details
                 .iter()
-                .any(|d| d.code == TRUST_UNAVAILABLE);
+                .any(|d| d.code == DetailCode::TrustBundleUnavailable.as_str());
             tokio::spawn(refresh_trust(
                 self.module.clone(),
                 w.clone(),
@@ -393,12 +401,17 @@ async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf
         };
         fresh = true;
         let store = &module.node.store;
-        if store.meta.sync_state(TRUST_KEY).ok().flatten().as_deref() != Some(pem.as_str()) {
-            if let Err(e) = store.meta.set_sync_state(TRUST_KEY, Some(&pem)) {
+        let key = StateKey::EdgeTrustBundle;
+        let kept = store.meta.sync_state(&key).ok().flatten();
+        if kept.as_deref() != Some(pem.as_str()) {
+            if let Err(e) = store.meta.set_sync_state(&key, Some(&pem)) {
                 tracing::warn!(error = %e, "could not keep the trust bundle");
             }
         }
-        module.node.status.clear_details(|c| c == TRUST_UNAVAILABLE);
+        module
+            .node
+            .status
+            .clear_details(|c| c == DetailCode::TrustBundleUnavailable);
         module.trust_parent(&pem, &data_dir, true);
     }
 }

@@ -7,12 +7,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::sync::policy::{PolicyFile, PolicyHub, SyncPolicy};
-use crate::sync::status::Status;
+use crate::sync::status::{DetailCode, Status};
 
 /// How often the policy file is looked at.
 const FILE_POLL: Duration = Duration::from_secs(1);
-/// Status code of an invalid policy file.
-pub const POLICY_INVALID: &str = "PolicyInvalid";
 
 /// Re-reads the policy file when it changes and hands it to the hub; an invalid file keeps the
 /// previous policy and says so in the status.
@@ -33,11 +31,11 @@ pub async fn watch_file(file: PolicyFile, hub: Arc<PolicyHub>, status: Arc<Statu
             Ok(()) => {
                 // A valid file clears an earlier PolicyInvalid even when it was fixed back to
                 // exactly the policy still in force.
-                status.clear_details(|c| c == POLICY_INVALID);
+                status.clear_details(|c| c == DetailCode::PolicyInvalid);
             }
             Err(e) => {
                 tracing::error!(error = %e, "sync policy file invalid: keeping the previous policy");
-                status.detail(POLICY_INVALID, e.to_string());
+                status.detail(DetailCode::PolicyInvalid, e.to_string());
             }
         }
     }

@@ -16,16 +16,12 @@ use super::parent::ParentClient;
 use super::policy::SyncPolicy;
 use super::pulldown::Puller;
 use super::pushup::Pusher;
-use super::status::{ConnectionState, Status};
+use super::status::{ConnectionState, DetailCode, DetailKind, Status};
 use super::transfer::{Stop, Transfers};
 use crate::config::Mode;
 use crate::registry::RepoName;
+use crate::storage::metadata::{StateKey, StatePrefix};
 use crate::storage::{Origin, Store};
-
-/// Sync state key holding the last status report (JSON).
-pub const STATUS_KEY: &str = "status";
-/// Prefix of the sync state keys recording which repositories sync has populated.
-pub const REPO_PREFIX: &str = "repo:";
 
 /// The parts a sync pass works with.
 pub struct Engine {
@@ -60,7 +56,7 @@ impl Engine {
         for repo in &policy.repositories {
             let name = repo.as_str();
             let cursor = meta
-                .sync_state(&super::pushup::cursor_key(name))
+                .sync_state(&StateKey::PushCursor(name))
                 .ok()
                 .flatten()
                 .and_then(|v| v.parse::<i64>().ok())
@@ -83,7 +79,8 @@ impl Engine {
         local(|| self.refresh_outbox(policy, None));
         let report = self.status.report();
         if let Ok(json) = serde_json::to_string(&report) {
-            if let Err(e) = local(|| self.store.meta.set_sync_state(STATUS_KEY, Some(&json))) {
+            let meta = &self.store.meta;
+            if let Err(e) = local(|| meta.set_sync_state(&StateKey::Status, Some(&json))) {
                 tracing::warn!(error = %e, "could not save the sync status");
             }
         }
@@ -179,7 +176,7 @@ impl Engine {
         };
         match &result {
             Ok(tags) => {
-                let key = format!("{REPO_PREFIX}{}", repo.as_str());
+                let key = StateKey::SyncedRepo(repo.as_str());
                 let value =
                     serde_json::json!({"tags": tags, "time": Utc::now().to_rfc3339()}).to_string();
                 if let Err(e) = local(|| self.store.meta.set_sync_state(&key, Some(&value))) {
@@ -188,7 +185,7 @@ impl Engine {
                 self.status.repo_finished(repo.as_str(), Ok(*tags));
             }
             Err(e) => {
-                tracing::warn!(repo = %repo.as_str(), code = e.code(), error = %e, "repository sync failed");
+                tracing::warn!(repo = %repo.as_str(), code = e.code().as_str(), error = %e, "repository sync failed");
                 self.status
                     .repo_finished(repo.as_str(), Err(format!("{}: {e}", e.code())));
             }
@@ -203,10 +200,8 @@ impl Engine {
             None | Some(SyncError::Stopped(_)) => {
                 self.status.set_state(ConnectionState::Online);
                 self.status.clear_details(|c| {
-                    c.starts_with("Parent")
-                        || c == "DiskError"
-                        || c == "StorageError"
-                        || c == "SyncStopped"
+                    matches!(c.kind(), DetailKind::Parent | DetailKind::Disk)
+                        || c == DetailCode::SyncStopped
                 });
                 if stopped {
                     tracing::info!("sync window closed; the rest waits for the next window");
@@ -222,9 +217,8 @@ impl Engine {
                     ConnectionState::Unhealthy
                 };
                 self.status.set_state(state);
-                self.status.clear_details(|c| {
-                    c.starts_with("Parent") || c == "DiskError" || c == "StorageError"
-                });
+                self.status
+                    .clear_details(|c| matches!(c.kind(), DetailKind::Parent | DetailKind::Disk));
                 self.status.detail(e.code(), e.to_string());
                 Err(())
             }
@@ -234,19 +228,19 @@ impl Engine {
     /// In ReadOnly, repositories sync populated that the policy no longer lists are removed.
     fn remove_dropped_repositories(&self, policy: &SyncPolicy) -> Result<(), SyncError> {
         let wanted: HashSet<&str> = policy.repositories.iter().map(|r| r.as_str()).collect();
-        let known = local(|| self.store.meta.sync_state_prefixed(REPO_PREFIX))?;
-        for (key, _) in known {
-            let name = &key[REPO_PREFIX.len()..];
-            if wanted.contains(name) {
+        let known = local(|| self.store.meta.sync_state_prefixed(StatePrefix::SyncedRepo))?;
+        for (name, _) in known {
+            if wanted.contains(name.as_str()) {
                 continue;
             }
-            if let Ok(repo) = RepoName::parse(name) {
+            if let Ok(repo) = RepoName::parse(&name) {
                 local(|| self.store.meta.delete_repository_as(Origin::Sync, &repo))?;
                 tracing::info!(
-                    repo = name,
+                    repo = name.as_str(),
                     "repository no longer in the sync policy: removed here"
                 );
             }
+            let key = StateKey::SyncedRepo(&name);
             local(|| self.store.meta.set_sync_state(&key, None))?;
         }
         Ok(())
@@ -276,7 +270,7 @@ impl Engine {
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(repo = %repo.as_str(), code = e.code(), error = %e, "push-up failed");
+                tracing::warn!(repo = %repo.as_str(), code = e.code().as_str(), error = %e, "push-up failed");
                 let error = Some(Some(format!("{}: {e}", e.code())));
                 local(|| self.refresh_outbox(policy, error));
             }

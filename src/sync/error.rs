@@ -1,6 +1,7 @@
 //! Why a sync step failed, and the status code it is reported under.
 
 use super::parent::ParentError;
+use super::status::DetailCode;
 use crate::storage::StorageError;
 
 /// A failed sync step.
@@ -19,7 +20,7 @@ pub enum SyncError {
     #[error("{message}")]
     Shared {
         /// Its status code.
-        code: &'static str,
+        code: DetailCode,
         /// What happened.
         message: String,
     },
@@ -30,14 +31,14 @@ pub enum SyncError {
 
 impl SyncError {
     /// The `statusDetails` code this failure is reported under.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> DetailCode {
         match self {
-            SyncError::Parent(p) => p.status_code(),
-            SyncError::Storage(StorageError::NoSpace) => "DiskError",
-            SyncError::Storage(_) => "StorageError",
-            SyncError::Invalid(_) => "ParentProtocolError",
-            SyncError::Shared { code, .. } => code,
-            SyncError::Stopped(_) => "SyncStopped",
+            SyncError::Parent(p) => p.code(),
+            SyncError::Storage(StorageError::NoSpace) => DetailCode::DiskError,
+            SyncError::Storage(_) => DetailCode::StorageError,
+            SyncError::Invalid(_) => DetailCode::ParentProtocolError,
+            SyncError::Shared { code, .. } => *code,
+            SyncError::Stopped(_) => DetailCode::SyncStopped,
         }
     }
 

@@ -15,16 +15,12 @@ use super::error::SyncError;
 use super::local;
 use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, UploadSession};
 use super::policy::SyncPolicy;
-use super::status::Status;
+use super::status::{DetailCode, Status};
 use super::transfer::{Stop, Transfers};
 use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName};
-use crate::storage::metadata::Event;
+use crate::storage::metadata::{Event, StateKey};
 use crate::storage::{fsutil::now_secs, Store};
 
-/// Sync state key prefix of a repository's push-up cursor (last event sequence sent).
-pub const CURSOR_PREFIX: &str = "pushed:";
-/// Sync state key prefix of an upload in progress (`upload:<repo>@<digest>`).
-const UPLOAD_PREFIX: &str = "upload:";
 /// Events read from the outbox at a time.
 const BATCH: usize = 100;
 /// Consecutive failed chunks without progress before an upload waits for the next pass.
@@ -50,15 +46,22 @@ pub struct Pusher {
     pub stop: Stop,
 }
 
-/// The cursor key of `repo`.
-pub fn cursor_key(repo: &str) -> String {
-    format!("{CURSOR_PREFIX}{repo}")
+/// The sync state key of an upload of `digest` to `repo` in progress.
+fn upload_key<'a>(repo: &'a RepoName, digest: &'a Digest) -> StateKey<'a> {
+    StateKey::Upload {
+        repo: repo.as_str(),
+        digest: digest.as_str(),
+    }
 }
 
 impl Pusher {
     /// The last event of `repo` already sent (0: none).
     pub fn cursor(&self, repo: &RepoName) -> Result<i64, SyncError> {
-        let v = local(|| self.store.meta.sync_state(&cursor_key(repo.as_str())))?;
+        let v = local(|| {
+            self.store
+                .meta
+                .sync_state(&StateKey::PushCursor(repo.as_str()))
+        })?;
         Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
@@ -83,7 +86,7 @@ impl Pusher {
                     sent += 1;
                 }
                 cursor = ev.seq;
-                let key = cursor_key(repo.as_str());
+                let key = StateKey::PushCursor(repo.as_str());
                 local(|| {
                     self.store
                         .meta
@@ -104,7 +107,7 @@ impl Pusher {
             ev.action, ev.digest
         );
         tracing::warn!(repo = %ev.repo, tag = ?ev.tag, digest = %ev.digest, action = %ev.action, "outbox message expired");
-        self.status.append_detail("MessageExpired", msg);
+        self.status.append_detail(DetailCode::MessageExpired, msg);
     }
 
     /// Sends one change.
@@ -156,7 +159,7 @@ impl Pusher {
                     h.digest
                 );
                 tracing::warn!(repo = %repo.as_str(), tag, parent = %h.digest, here = %digest, "tag conflict");
-                self.status.append_detail("TagConflict", msg);
+                self.status.append_detail(DetailCode::TagConflict, msg);
             }
         }
         let bytes = bytes::Bytes::from(bytes);
@@ -193,7 +196,7 @@ impl Pusher {
             Ok(DeleteResult::Unsupported) if !report => Ok(()),
             Ok(DeleteResult::Unsupported) => {
                 self.status.append_detail(
-                    "DeleteUnsupported",
+                    DetailCode::DeleteUnsupported,
                     format!(
                         "the parent cannot delete {}:{reference}; in ReadWrite the next sync brings it back from the parent",
                         repo.as_str()
@@ -203,7 +206,7 @@ impl Pusher {
             }
             Err(e @ (ParentError::Denied(_) | ParentError::Unauthorized(_))) => {
                 self.status.append_detail(
-                    "DeleteDenied",
+                    DetailCode::DeleteDenied,
                     format!(
                         "the sync token may not delete {}:{reference}: {e}",
                         repo.as_str()
@@ -283,11 +286,10 @@ impl Pusher {
             .is_some()
         {
             // A kill between the last PUT and forgetting the session leaves its key behind.
-            let key = format!("{UPLOAD_PREFIX}{}@{digest}", repo.as_str());
-            self.save(&key, None)?;
+            self.save(&upload_key(repo, digest), None)?;
             return Ok(());
         }
-        let key = format!("{UPLOAD_PREFIX}{}@{digest}", repo.as_str());
+        let key = upload_key(repo, digest);
         let mut session = self.resume(&key).await?;
         if session.is_none() {
             for from in local(|| self.store.meta.repos_linking(digest))? {
@@ -375,7 +377,7 @@ impl Pusher {
     }
 
     /// A saved upload the parent still knows, with its true offset.
-    async fn resume(&self, key: &str) -> Result<Option<UploadSession>, SyncError> {
+    async fn resume(&self, key: &StateKey<'_>) -> Result<Option<UploadSession>, SyncError> {
         let saved = local(|| self.store.meta.sync_state(key))?;
         let Some(s) = saved.and_then(|t| serde_json::from_str::<UploadSession>(&t).ok()) else {
             return Ok(None);
@@ -383,7 +385,7 @@ impl Pusher {
         Ok(self.parent.upload_status(&s).await?)
     }
 
-    fn save(&self, key: &str, s: Option<&UploadSession>) -> Result<(), SyncError> {
+    fn save(&self, key: &StateKey<'_>, s: Option<&UploadSession>) -> Result<(), SyncError> {
         let text = s.and_then(|s| serde_json::to_string(s).ok());
         local(|| self.store.meta.set_sync_state(key, text.as_deref()))?;
         Ok(())

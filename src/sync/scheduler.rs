@@ -21,14 +21,12 @@ use super::engine::{Engine, Scope};
 use super::local;
 use super::policy::SyncPolicy;
 use crate::config::Mode;
+use crate::storage::metadata::StateKey;
 
 /// How often the loop looks at the request counter, the outbox and the clock.
 const TICK: Duration = Duration::from_secs(1);
 /// Longest wait between retries after failures.
 const RETRY_CAP: Duration = Duration::from_secs(60);
-/// Sync state key `connected-registry sync now` increments.
-pub const REQUEST_KEY: &str = "sync_request";
-pub use super::engine::STATUS_KEY;
 
 /// What others ask of the scheduler: a full pass, passes over named repositories, or to hold
 /// off (an instance the parent refused).
@@ -210,7 +208,7 @@ pub async fn run(
 }
 
 fn read_counter(engine: &Engine) -> Option<String> {
-    local(|| engine.store.meta.sync_state(REQUEST_KEY))
+    local(|| engine.store.meta.sync_state(&StateKey::SyncRequest))
         .ok()
         .flatten()
 }

@@ -11,6 +11,10 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+mod code;
+
+pub use code::{DetailCode, DetailKind};
+
 /// Most details kept; older ones drop off.
 const MAX_DETAILS: usize = 20;
 
@@ -31,7 +35,7 @@ pub enum ConnectionState {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusDetail {
-    /// Machine-readable code.
+    /// Machine-readable code (a [`DetailCode`]'s string).
     pub code: String,
     /// What happened, for people.
     pub message: String,
@@ -133,7 +137,8 @@ struct RepoEntry {
 struct Inner {
     state: ConnectionState,
     last_sync: Option<String>,
-    details: Vec<StatusDetail>,
+    /// Each detail with its typed code, which clearing matches on.
+    details: Vec<(DetailCode, StatusDetail)>,
     mode: String,
     parent: String,
     next_sync: Option<String>,
@@ -201,37 +206,29 @@ impl Status {
     }
 
     /// Records a condition; an earlier detail with the same code is replaced.
-    pub fn detail(&self, code: &str, message: impl Into<String>) {
-        let d = StatusDetail {
-            code: code.to_owned(),
-            message: message.into(),
-            time: rfc3339(Utc::now()),
-        };
+    pub fn detail(&self, code: DetailCode, message: impl Into<String>) {
+        let d = new_detail(code, message.into());
         self.with(|i| {
-            i.details.retain(|x| x.code != d.code);
-            i.details.push(d);
+            i.details.retain(|x| x.0 != code);
+            i.details.push((code, d));
             let excess = i.details.len().saturating_sub(MAX_DETAILS);
             i.details.drain(..excess);
         });
     }
 
     /// Adds a condition without replacing earlier ones of the same code (expired messages).
-    pub fn append_detail(&self, code: &str, message: impl Into<String>) {
-        let d = StatusDetail {
-            code: code.to_owned(),
-            message: message.into(),
-            time: rfc3339(Utc::now()),
-        };
+    pub fn append_detail(&self, code: DetailCode, message: impl Into<String>) {
+        let d = new_detail(code, message.into());
         self.with(|i| {
-            i.details.push(d);
+            i.details.push((code, d));
             let excess = i.details.len().saturating_sub(MAX_DETAILS);
             i.details.drain(..excess);
         });
     }
 
     /// Drops the conditions whose code satisfies `pred` (they no longer hold).
-    pub fn clear_details(&self, pred: impl Fn(&str) -> bool) {
-        self.with(|i| i.details.retain(|d| !pred(&d.code)));
+    pub fn clear_details(&self, pred: impl Fn(DetailCode) -> bool) {
+        self.with(|i| i.details.retain(|d| !pred(d.0)));
     }
 
     /// Sets the outbox figures (the last error is kept unless `error` says otherwise).
@@ -348,7 +345,7 @@ impl Status {
             StatusReport {
                 connection_state: i.state,
                 last_sync_time: i.last_sync.clone(),
-                status_details: i.details.clone(),
+                status_details: i.details.iter().map(|d| d.1.clone()).collect(),
                 mode: i.mode.clone(),
                 parent: i.parent.clone(),
                 next_sync_time: i.next_sync.clone(),
@@ -359,6 +356,15 @@ impl Status {
                 updated: rfc3339(Utc::now()),
             }
         })
+    }
+}
+
+/// A detail of `code` made now.
+fn new_detail(code: DetailCode, message: String) -> StatusDetail {
+    StatusDetail {
+        code: code.as_str().to_owned(),
+        message,
+        time: rfc3339(Utc::now()),
     }
 }
 
@@ -382,14 +388,15 @@ mod tests {
     #[test]
     fn details_replace_by_code_and_progress_is_reported() {
         let s = Status::new("ReadOnly", "parent:443");
-        s.detail("ParentUnreachable", "first");
-        s.detail("ParentUnreachable", "second");
-        s.append_detail("MessageExpired", "a");
-        s.append_detail("MessageExpired", "b");
+        s.detail(DetailCode::ParentUnreachable, "first");
+        s.detail(DetailCode::ParentUnreachable, "second");
+        s.append_detail(DetailCode::MessageExpired, "a");
+        s.append_detail(DetailCode::MessageExpired, "b");
         let r = s.report();
         assert_eq!(r.status_details.len(), 3);
         assert_eq!(r.status_details[0].message, "second");
-        s.clear_details(|c| c.starts_with("Parent"));
+        assert_eq!(r.status_details[0].code, "ParentUnreachable");
+        s.clear_details(|c| c.kind() == DetailKind::Parent);
         assert_eq!(s.report().status_details.len(), 2);
 
         s.set_repositories(&["a".into(), "b".into()]);

@@ -15,7 +15,7 @@ use tokio::sync::{watch, Semaphore};
 use super::error::SyncError;
 use super::limiter::Limiter;
 use super::parent::ParentClient;
-use super::status::Progress;
+use super::status::{DetailCode, Progress};
 use crate::registry::Digest;
 use crate::storage::writer::BlobWriter;
 use crate::storage::StorageError;
@@ -35,7 +35,7 @@ pub type Stop = Arc<AtomicBool>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Status code (`ParentUnreachable`, `DiskError`, …).
-    pub code: &'static str,
+    pub code: DetailCode,
     /// What happened.
     pub message: String,
     /// Whether the parent was unreachable.
@@ -75,7 +75,7 @@ impl Inflight {
             }
             if rx.changed().await.is_err() {
                 return Err(Failure {
-                    code: "SyncStopped",
+                    code: DetailCode::SyncStopped,
                     message: "download abandoned".into(),
                     offline: false,
                 });
@@ -185,7 +185,7 @@ impl Transfers {
                 offline: e.is_offline(),
             });
             if let Err(f) = &done {
-                tracing::warn!(digest = %job.digest, repo = %job.repo, code = f.code, error = %f.message, "blob download failed");
+                tracing::warn!(digest = %job.digest, repo = %job.repo, code = f.code.as_str(), error = %f.message, "blob download failed");
             }
             if let Ok(mut map) = me.inflight.lock() {
                 map.remove(&key);

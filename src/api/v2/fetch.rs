@@ -105,7 +105,7 @@ pub async fn blob(
         match (&st.done, st.total) {
             (Some(Ok(_)), _) => return Ok(Some(None)),
             (Some(Err(f)), _) => {
-                tracing::warn!(%digest, code = f.code, error = %f.message, "fetch-through failed");
+                tracing::warn!(%digest, code = f.code.as_str(), error = %f.message, "fetch-through failed");
                 return Ok(None);
             }
             (None, Some(t)) if !ranged => break t,

@@ -10,6 +10,7 @@ mod hierarchy;
 mod manifests;
 mod repos;
 mod schema;
+mod state_key;
 mod sync;
 mod uploads;
 
@@ -22,6 +23,7 @@ pub use access::{AccessRows, RecordSource, ScopeMapRow, TokenRow};
 pub use events::{Event, Origin};
 pub use hierarchy::{HierarchyChange, RegistryRow};
 pub use manifests::{ManifestRecord, Referrer};
+pub use state_key::{StateKey, StatePrefix};
 
 use super::error::{Result, StorageError};
 

@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::events::Origin;
 use super::manifests::{delete_tag_row, manifest_gone, set_tag_row, tag_target, TagTarget};
 use super::repos::repo_id;
+use super::state_key::{StateKey, StatePrefix};
 use super::Metadata;
 use crate::registry::{Digest, RepoName, Tag};
 use crate::storage::error::Result;
@@ -159,10 +160,11 @@ impl Metadata {
     }
 
     /// A value of the sync state table (status snapshot, per-repository records, requests).
-    pub fn sync_state(&self, key: &str) -> Result<Option<String>> {
+    pub fn sync_state(&self, key: &StateKey<'_>) -> Result<Option<String>> {
+        let key = key.as_key();
         self.read(|c| {
             Ok(
-                c.query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                c.query_row("SELECT value FROM sync_state WHERE key = ?1", [&key], |r| {
                     r.get(0)
                 })
                 .optional()?,
@@ -170,19 +172,26 @@ impl Metadata {
         })
     }
 
-    /// Keys of the sync state table starting with `prefix`, with their values.
-    pub fn sync_state_prefixed(&self, prefix: &str) -> Result<Vec<(String, String)>> {
-        self.read(|c| {
+    /// The keys of the sync state table in the `prefix` family, as the names after the prefix
+    /// (repositories), with their values.
+    pub fn sync_state_prefixed(&self, prefix: StatePrefix) -> Result<Vec<(String, String)>> {
+        let prefix = prefix.as_str();
+        let rows: Vec<(String, String)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT key, value FROM sync_state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key",
             )?;
             let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_owned(), v)))
+            .collect())
     }
 
     /// Sets (or with `None` removes) a value of the sync state table.
-    pub fn set_sync_state(&self, key: &str, value: Option<&str>) -> Result<()> {
+    pub fn set_sync_state(&self, key: &StateKey<'_>, value: Option<&str>) -> Result<()> {
+        let key = key.as_key();
         self.write(|tx| {
             match value {
                 Some(v) => tx.execute(
@@ -190,7 +199,7 @@ impl Metadata {
                      ON CONFLICT (key) DO UPDATE SET value = ?2, updated = ?3",
                     params![key, v, now_secs()],
                 )?,
-                None => tx.execute("DELETE FROM sync_state WHERE key = ?1", [key])?,
+                None => tx.execute("DELETE FROM sync_state WHERE key = ?1", [&key])?,
             };
             Ok(())
         })
@@ -198,10 +207,11 @@ impl Metadata {
 
     /// Increments a counter in the sync state table and returns its new value (used by
     /// `connected-registry sync now`, which a running server notices).
-    pub fn bump_sync_counter(&self, key: &str) -> Result<i64> {
+    pub fn bump_sync_counter(&self, key: &StateKey<'_>) -> Result<i64> {
+        let key = key.as_key();
         self.write(|tx| {
             let current: Option<String> = tx
-                .query_row("SELECT value FROM sync_state WHERE key = ?1", [key], |r| {
+                .query_row("SELECT value FROM sync_state WHERE key = ?1", [&key], |r| {
                     r.get(0)
                 })
                 .optional()?;

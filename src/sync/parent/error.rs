@@ -1,5 +1,7 @@
 //! What can go wrong talking to the parent, and how it shows in the status report.
 
+use crate::sync::status::DetailCode;
+
 /// Longest excerpt of the parent's own error text kept in a message.
 const MESSAGE_MAX: usize = 200;
 
@@ -31,16 +33,21 @@ pub enum ParentError {
 
 impl ParentError {
     /// The code used in the registry's status report.
-    pub fn status_code(&self) -> &'static str {
+    pub fn code(&self) -> DetailCode {
         match self {
-            ParentError::Unreachable(_) => "ParentUnreachable",
-            ParentError::Unauthorized(_) => "ParentUnauthorized",
-            ParentError::Denied(_) => "ParentDenied",
-            ParentError::NotFound => "ParentNotFound",
-            ParentError::Protocol(_) => "ParentProtocolError",
-            ParentError::Server(..) => "ParentServerError",
-            ParentError::Config(_) => "ParentConfigError",
+            ParentError::Unreachable(_) => DetailCode::ParentUnreachable,
+            ParentError::Unauthorized(_) => DetailCode::ParentUnauthorized,
+            ParentError::Denied(_) => DetailCode::ParentDenied,
+            ParentError::NotFound => DetailCode::ParentNotFound,
+            ParentError::Protocol(_) => DetailCode::ParentProtocolError,
+            ParentError::Server(..) => DetailCode::ParentServerError,
+            ParentError::Config(_) => DetailCode::ParentConfigError,
         }
+    }
+
+    /// The status report code as its string.
+    pub fn status_code(&self) -> &'static str {
+        self.code().as_str()
     }
 
     /// Whether retrying later (with back-off) may succeed.
