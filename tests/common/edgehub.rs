@@ -898,13 +898,7 @@ impl Session {
             let twin = serde_json::json!({"desired": desired, "reported": reported});
             serde_json::to_vec(&twin).unwrap_or_default()
         };
-        let qos = st
-            .conns
-            .get(&self.id)
-            .and_then(|c| response_qos(c, &topic, at));
-        if qos.is_none() {
-            st.stats.lost_responses += 1;
-        }
+        let qos = self.qos_for_response(&mut st, &topic, at);
         drop(st);
         if let Some(qos) = qos {
             self.publish(topic, body, qos);
@@ -936,17 +930,24 @@ impl Session {
         // Without a correlation id the patch is applied but never answered.
         let Some(rid) = rid else { return };
         let topic = format!("$iothub/twin/res/{status}/?$rid={rid}");
-        let qos = st
-            .conns
-            .get(&self.id)
-            .and_then(|c| response_qos(c, &topic, at));
-        if qos.is_none() {
-            st.stats.lost_responses += 1;
-        }
+        let qos = self.qos_for_response(&mut st, &topic, at);
         drop(st);
         if let Some(qos) = qos {
             self.publish(topic, Vec::new(), qos);
         }
+    }
+
+    /// The QoS a twin response goes out at, or `None` when the connection had no
+    /// `$iothub/twin/res/#` subscription made before the request: edgeHub drops it then.
+    fn qos_for_response(&self, st: &mut State, topic: &str, at: Instant) -> Option<QoS> {
+        let qos = st
+            .conns
+            .get(&self.id)
+            .and_then(|c| response_qos(c, topic, at));
+        if qos.is_none() {
+            st.stats.lost_responses += 1;
+        }
+        qos
     }
 }
 

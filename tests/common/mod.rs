@@ -103,19 +103,7 @@ impl Registry {
     /// Like `start_in`, with nothing but `env` in the process's environment.
     pub fn start_in_clean_env(tmp: TempDir, args: Vec<String>, env: Vec<(String, String)>) -> Self {
         let data = tmp.path().join("data");
-        let log = tmp.path().join("server.log");
-        let mut r = Registry {
-            child: None,
-            port: 0,
-            data,
-            args,
-            env,
-            clean_env: true,
-            log,
-            _tmp: tmp,
-        };
-        r.restart();
-        r
+        Self::launch_with(tmp, data, args, env, true)
     }
 
     /// Starts exactly with `args` and `env` (nothing added) in `tmp`, data in `tmp/data`.
@@ -125,6 +113,16 @@ impl Registry {
     }
 
     fn launch(tmp: TempDir, data: PathBuf, args: Vec<String>, env: Vec<(String, String)>) -> Self {
+        Self::launch_with(tmp, data, args, env, false)
+    }
+
+    fn launch_with(
+        tmp: TempDir,
+        data: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        clean_env: bool,
+    ) -> Self {
         let log = tmp.path().join("server.log");
         let mut r = Registry {
             child: None,
@@ -132,7 +130,7 @@ impl Registry {
             data,
             args,
             env,
-            clean_env: false,
+            clean_env,
             log,
             _tmp: tmp,
         };

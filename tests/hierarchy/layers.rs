@@ -179,6 +179,18 @@ fn three_layers_behind_api_proxies_are_run_from_the_root() {
     );
 
     // Idle, the bottom costs its parent one exchange per interval (2 s here) and nothing else.
+    // Idle starts once the echo of the bottom's own push (root → middle → bottom's feed, one
+    // no-op pull) has passed: a 4 s stretch of exchanges only, within 30 s.
+    let settle = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mark = mid_proxy.access_log().lines().count();
+        std::thread::sleep(Duration::from_secs(4));
+        let log = mid_proxy.access_log();
+        let quiet = log.lines().skip(mark).all(|l| l.contains("/exchange"));
+        if quiet || std::time::Instant::now() > settle {
+            break;
+        }
+    }
     let before = mid_proxy.access_log().lines().count();
     std::thread::sleep(Duration::from_secs(10));
     let log = mid_proxy.access_log();
