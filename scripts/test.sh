@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   ca-certificates curl jq iproute2 mount uidmap
-  skopeo podman docker.io containerd docker-registry nginx
+  skopeo podman docker.io containerd docker-registry nginx prometheus
   qemu-user-static binfmt-support
 )
 

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod hierarchy;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod storage;

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::auth::{self, Need};
 use super::error::{ApiError, ApiResult};
 use super::{blocking, AppState};
+use crate::metrics::{Snapshot, CONTENT_TYPE};
 use crate::registry::ErrorCode;
 
 /// `GET /acr/v1/_health`: 200 with the version and free disk space while the store is usable.
@@ -38,6 +39,32 @@ pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<H
             "repositories": [],
         })),
     })
+}
+
+/// `GET /acr/v1/metrics`: the Prometheus text format; authenticated like the status unless
+/// `--metrics-anonymous`.
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    if !state.metrics_anonymous {
+        auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
+    }
+    let sync = state.sync.get();
+    let status = state.status.clone();
+    let snapshot = blocking(&state.store, move |s| {
+        let sync = sync.map(|svc| {
+            svc.refresh_outbox(None);
+            status.report()
+        });
+        Ok(Snapshot {
+            used_bytes: s.meta.content_bytes()?,
+            free_bytes: s.free_bytes()?,
+            counts: s.meta.content_counts()?,
+            sync,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type(CONTENT_TYPE)
+        .body(state.metrics.encode(&snapshot)))
 }
 
 /// `POST /acr/v1/sync`: start a sync now (202); a root has nothing to sync from (400).

@@ -7,6 +7,7 @@ mod acr;
 pub mod auth;
 pub mod error;
 mod hierarchy;
+mod metrics;
 mod payload;
 pub mod query;
 pub mod route;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub sync: Arc<crate::sync::SyncSlot>,
     /// What the registry reports: sync and configuration conditions.
     pub status: Arc<crate::sync::status::Status>,
+    /// Request counters and the scrape-time state.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Whether metrics are served without credentials.
+    pub metrics_anonymous: bool,
     /// The control plane this registry offers the connected registries below it.
     pub control: Arc<crate::hierarchy::control::ControlPlane>,
 }
@@ -65,6 +70,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/acr/v1/_health").to(acr::health))
         .service(web::resource("/acr/v1/status").route(web::get().to(acr::status)))
         .service(web::resource("/acr/v1/sync").to(acr::sync))
+        .service(web::resource("/acr/v1/metrics").route(web::get().to(acr::metrics)))
         .service(
             web::resource("/acr/v1/connectedRegistries/{name}/exchange").to(hierarchy::exchange),
         )

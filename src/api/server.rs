@@ -10,6 +10,7 @@ use crate::auth::{admin, Authenticator};
 use crate::config::{Settings, TlsSettings};
 use crate::hierarchy::control::ControlPlane;
 use crate::hierarchy::link;
+use crate::metrics::Metrics;
 use crate::node::module::Module;
 use crate::node::tls::WorkloadTls;
 use crate::node::{policy, Node};
@@ -79,12 +80,15 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
         writable: node.slot.writable.clone(),
         sync: node.slot.clone(),
         status: node.status.clone(),
+        metrics: Arc::new(Metrics::default()),
+        metrics_anonymous: settings.access.metrics_anonymous,
         control: control.clone(),
     });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
+            .wrap_fn(super::metrics::measure)
             .configure(configure)
     })
     // Responses are written in pieces; Nagle would hold the tail for a delayed ACK.

@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// Let unauthenticated clients pull (ACR's anonymous pull).
     #[arg(long, env = "CONNECTED_REGISTRY_ANONYMOUS_PULL")]
     anonymous_pull: bool,
+    /// Let `/acr/v1/metrics` answer without credentials (a scraper on a trusted network).
+    #[arg(long, env = "CONNECTED_REGISTRY_METRICS_ANONYMOUS")]
+    metrics_anonymous: bool,
     /// Turn authentication off entirely (trusted labs and benchmarks only).
     #[arg(long, env = "CONNECTED_REGISTRY_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
@@ -77,6 +80,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         upload_max_age: args.upload_max_age,
         shutdown_timeout: args.shutdown_timeout,
         anonymous_pull: args.anonymous_pull,
+        metrics_anonymous: args.metrics_anonymous,
         insecure_no_auth: args.insecure_no_auth,
         login_server: env("ACR_REGISTRY_LOGIN_SERVER"),
         mode: args.mode,

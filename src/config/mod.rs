@@ -85,6 +85,8 @@ pub struct Overrides {
     pub shutdown_timeout: Option<String>,
     /// `--anonymous-pull`.
     pub anonymous_pull: bool,
+    /// `--metrics-anonymous`.
+    pub metrics_anonymous: bool,
     /// `--insecure-no-auth`.
     pub insecure_no_auth: bool,
     /// `ACR_REGISTRY_LOGIN_SERVER`.
@@ -127,6 +129,7 @@ struct ServerSection {
     upload_max_age: Option<String>,
     shutdown_timeout: Option<String>,
     anonymous_pull: Option<bool>,
+    metrics_anonymous: Option<bool>,
     insecure_no_auth: Option<bool>,
     login_server: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -195,6 +198,8 @@ pub struct Settings {
 pub struct Access {
     /// Unauthenticated clients may pull (ACR's anonymous pull).
     pub anonymous_pull: bool,
+    /// `/acr/v1/metrics` answers without credentials (for a scraper on a trusted network).
+    pub metrics_anonymous: bool,
     /// No authentication at all (trusted labs, benchmarks).
     pub insecure_no_auth: bool,
     /// When set, requests addressed to another host are refused.
@@ -280,6 +285,7 @@ impl Settings {
         };
         let access = Access {
             anonymous_pull: o.anonymous_pull || file.anonymous_pull.unwrap_or(false),
+            metrics_anonymous: o.metrics_anonymous || file.metrics_anonymous.unwrap_or(false),
             insecure_no_auth: o.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
             login_server: o
                 .login_server

@@ -63,6 +63,9 @@ pub struct RepoStatus {
     pub last_sync_time: Option<String>,
     /// Why the last sync of this repository failed.
     pub last_error: Option<String>,
+    /// Failed syncs of this repository since the process started.
+    #[serde(default)]
+    pub failures: u64,
 }
 
 /// The push-up outbox (ReadWrite): what clients pushed here that the parent does not have yet.
@@ -307,6 +310,7 @@ impl Status {
                     Err(msg) => {
                         e.status.state = "Failed".into();
                         e.status.last_error = Some(msg);
+                        e.status.failures += 1;
                     }
                 }
             }

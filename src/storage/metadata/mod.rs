@@ -11,6 +11,7 @@ mod manifests;
 mod repos;
 mod schema;
 mod state_key;
+mod stats;
 mod sync;
 mod uploads;
 
@@ -24,6 +25,7 @@ pub use events::{Event, Origin};
 pub use hierarchy::{HierarchyChange, RegistryRow};
 pub use manifests::{ManifestRecord, Referrer};
 pub use state_key::{StateKey, StatePrefix};
+pub use stats::ContentCounts;
 
 use super::error::{Result, StorageError};
 
