@@ -10,6 +10,7 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, Error};
 
 use super::AppState;
+use crate::metrics::http::Kind;
 
 /// Wraps one request (for `App::wrap_fn`).
 pub fn measure<S, B>(
@@ -23,8 +24,7 @@ where
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let method = req.method().as_str().to_owned();
-    let path = req.path().to_owned();
+    let kind = Kind::of(req.method().as_str(), req.path());
     let received = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -38,7 +38,7 @@ where
             return fut.await;
         };
         // The handler's future does nothing until polled: in flight from here.
-        let flight = m.http.start(&method, &path);
+        let flight = m.http.begin(kind);
         let res = fut.await;
         let (code, sent) = match &res {
             Ok(r) => (

@@ -197,10 +197,32 @@ impl Default for HttpMetrics {
     }
 }
 
+/// What a request is, read once from its method and path (no allocation).
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    method: usize,
+    handler: Handler,
+}
+
+impl Kind {
+    /// The kind of a request.
+    pub fn of(method: &str, path: &str) -> Kind {
+        Kind {
+            method: method_index(method),
+            handler: Handler::of(path),
+        }
+    }
+}
+
 impl HttpMetrics {
     /// Counts a request starting: it is in flight until [`InFlight::finish`].
     pub fn start(&self, method: &str, path: &str) -> InFlight<'_> {
-        let handler = Handler::of(path);
+        self.begin(Kind::of(method, path))
+    }
+
+    /// Like `start`, for a request already classified.
+    pub fn begin(&self, kind: Kind) -> InFlight<'_> {
+        let handler = kind.handler;
         let gauge = self.in_flight_handles[handler.index()]
             .get_or_init(|| {
                 self.in_flight
@@ -213,7 +235,7 @@ impl HttpMetrics {
         gauge.inc();
         InFlight {
             metrics: self,
-            method: method_index(method),
+            method: kind.method,
             handler,
             gauge,
         }
