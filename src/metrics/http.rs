@@ -315,7 +315,9 @@ impl InFlight<'_> {
         if received > 0 {
             h.request_bytes.inc_by(received);
         }
-        if let Some(n) = sent.filter(|n| *n > 0) {
+        // A HEAD response declares the length of a body it does not send.
+        let head = METHODS[self.method] == "HEAD";
+        if let Some(n) = sent.filter(|n| *n > 0 && !head) {
             h.response_bytes.inc_by(n);
         }
     }
@@ -381,5 +383,15 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("registry_http_request_duration_seconds_count{method=\"GET\",handler=\"manifest\"} 4"), "{text}");
+        let f = m.start("HEAD", "/v2/a/blobs/sha256:00");
+        f.finish(200, Duration::from_millis(1), 0, Some(1 << 20));
+        let mut r = Registry::default();
+        m.register(&mut r);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        assert!(
+            text.contains("registry_http_response_bytes_total{method=\"HEAD\",handler=\"blob\"} 0"),
+            "a HEAD sends no body: {text}"
+        );
     }
 }
