@@ -44,6 +44,22 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("client: {e}"))
 }
 
+/// A client sending `user`'s Basic credentials with every request.
+pub fn client_as(user: &str, password: &str) -> reqwest::blocking::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let v = reqwest::header::HeaderValue::from_str(&format!("Basic {b64}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    h.insert(reqwest::header::AUTHORIZATION, v);
+    reqwest::blocking::Client::builder()
+        .no_proxy()
+        .default_headers(h)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
+}
+
 /// A running `connected-registry serve` with its own data directory.
 pub struct Registry {
     child: Option<Child>,

@@ -9,25 +9,11 @@ mod layers;
 
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::{oci, Registry, BIN};
 use reqwest::blocking::Client;
 use serde_json::Value;
 
-/// A client sending `user`'s Basic credentials with every request.
-pub fn client_as(user: &str, password: &str) -> Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let v = reqwest::header::HeaderValue::from_str(&format!("Basic {b64}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    h.insert(reqwest::header::AUTHORIZATION, v);
-    Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_else(|e| panic!("client: {e}"))
-}
+pub use common::client_as;
 
 /// Runs `connected-registry cr …` on `reg`'s data directory; returns stdout.
 pub fn cr(reg: &Registry, args: &[&str]) -> String {

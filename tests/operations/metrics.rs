@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{self, free_port, oci, require, Registry};
+use crate::common::{self, client_as, free_port, oci, require, Registry};
 
 /// A Prometheus server scraping `targets` every second, on its own port and data directory.
 struct Prometheus {
@@ -215,20 +215,4 @@ fn for_job(q: &str, job: &str) -> String {
         Some(name) => format!("{name}{{job=\"{job}\"}}"),
         None => q.replacen('}', &format!(",job=\"{job}\"}}"), 1),
     }
-}
-
-/// A client sending `user`'s Basic credentials with every request.
-fn client_as(user: &str, password: &str) -> reqwest::blocking::Client {
-    use base64::Engine as _;
-    let mut h = reqwest::header::HeaderMap::new();
-    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let v = reqwest::header::HeaderValue::from_str(&format!("Basic {b64}"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    h.insert(reqwest::header::AUTHORIZATION, v);
-    reqwest::blocking::Client::builder()
-        .no_proxy()
-        .default_headers(h)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_else(|e| panic!("client: {e}"))
 }
