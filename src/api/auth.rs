@@ -8,6 +8,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest};
 use base64::Engine as _;
 
+use super::audit::{self, AuditEvent};
 use super::error::ApiError;
 use super::query::Query;
 use super::route::Route;
@@ -72,7 +73,7 @@ pub fn service(req: &HttpRequest) -> String {
         .unwrap_or_else(|| "connected-registry".to_owned())
 }
 
-fn client_ip(req: &HttpRequest) -> IpAddr {
+pub(crate) fn client_ip(req: &HttpRequest) -> IpAddr {
     req.peer_addr()
         .map(|a| a.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
@@ -222,7 +223,12 @@ pub async fn password_login(
     }
     let ip = client_ip(req);
     if let Some(wait) = auth.throttle.blocked_for(ip, &user) {
-        tracing::warn!(token = %crate::registry::echo(&user), client = %ip, "login throttled");
+        audit::record(
+            AuditEvent::LoginThrottled,
+            req,
+            Some(&user),
+            "too many failed logins",
+        );
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TooManyRequests,
@@ -245,7 +251,12 @@ pub async fn password_login(
         }
         Err(e) => {
             auth.throttle.failed(ip, &user);
-            tracing::warn!(token = %crate::registry::echo(&user), client = %ip, reason = %e, "authentication failed");
+            audit::record(
+                AuditEvent::AuthenticationFailed,
+                req,
+                Some(&user),
+                &e.to_string(),
+            );
             Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthorized,
@@ -267,7 +278,10 @@ pub async fn authenticate(
     let Some(h) = req.headers().get("authorization") else {
         return Ok(Principal::Anonymous);
     };
-    let bad = |msg: &str| unauthorized(req, need, msg, Some("invalid_token"));
+    let bad = |msg: &str| {
+        audit::record(AuditEvent::AuthenticationFailed, req, None, msg);
+        unauthorized(req, need, msg, Some("invalid_token"))
+    };
     if h.len() > AUTH_HEADER_MAX {
         return Err(bad("Authorization header too large"));
     }
@@ -279,7 +293,7 @@ pub async fn authenticate(
         .or_else(|| value.strip_prefix("bearer "))
     {
         return auth.check_bearer(jwt.trim(), &service(req)).map_err(|e| {
-            tracing::warn!(client = %client_ip(req), reason = %e, "bearer token refused");
+            tracing::debug!(reason = %e, "bearer token refused");
             bad("invalid or expired token")
         });
     }
@@ -304,6 +318,7 @@ pub async fn authorize(
     if let Some(login) = &auth.access.login_server {
         let host = service(req);
         if !host.eq_ignore_ascii_case(login) {
+            audit::record(AuditEvent::WrongLoginServer, req, None, &host);
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
@@ -335,7 +350,9 @@ pub async fn authorize(
     match &p {
         Principal::Anonymous => Err(unauthorized(req, need, "authentication required", None)),
         Principal::Token {
-            bearer: Some(_), ..
+            name,
+            bearer: Some(_),
+            ..
         } => {
             // The scope map may allow what this bearer token was not issued for: ask for more.
             let could = need.is_some_and(|n| permits(auth, &p.unnarrowed(), n));
@@ -347,11 +364,22 @@ pub async fn authorize(
                     Some("insufficient_scope"),
                 ))
             } else {
+                audit::record(
+                    AuditEvent::AccessDenied,
+                    req,
+                    Some(name),
+                    &format!("{need:?}"),
+                );
                 Err(denied())
             }
         }
         Principal::Token { name, .. } => {
-            tracing::warn!(token = %name, client = %client_ip(req), need = ?need, "access denied");
+            audit::record(
+                AuditEvent::AccessDenied,
+                req,
+                Some(name),
+                &format!("{need:?}"),
+            );
             Err(denied())
         }
         Principal::Unrestricted => Ok(p),

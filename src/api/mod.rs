@@ -4,6 +4,7 @@
 //! into a spec-shaped error. Absolute URLs follow the API proxy's forwarded headers.
 
 mod acr;
+mod audit;
 pub mod auth;
 pub mod error;
 mod hierarchy;

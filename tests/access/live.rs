@@ -248,3 +248,54 @@ fn login_server_and_no_auth_switches() {
     assert!(open.log().contains("authentication is OFF"));
     assert!(!open.data.join("admin-password").exists());
 }
+
+#[test]
+fn audit_lines_name_refused_logins_and_denials_without_secrets() {
+    let reg = common::Registry::start_authenticated(&[]);
+    let pw = token_with(&reg, "puller", &[&["app", "content/read", "metadata/read"]]);
+    let c = common::http();
+    let wrong = Cred::Basic("puller".into(), "not-the-password-4711".into());
+    assert_eq!(get(&c, &reg, &wrong, "/v2/"), 401);
+    let puller = Cred::Basic("puller".into(), pw.clone());
+    let push = puller
+        .apply(c.post(format!("{}/v2/app/blobs/uploads/", reg.url())))
+        .send()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0);
+    assert_eq!(push, 403, "a pull-only token cannot push");
+    let forged = Cred::Bearer("eyJhbGciOiJFUzI1NiJ9.e30.c2ln".into());
+    assert_eq!(get(&c, &reg, &forged, "/v2/"), 401);
+
+    let log = reg.log();
+    let audit: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN audit event="))
+        .collect();
+    let has = |event: &str, more: &[&str]| {
+        audit.iter().any(|l| {
+            l.contains(&format!("event=\"{event}\"")) && more.iter().all(|m| l.contains(m))
+        })
+    };
+    assert!(
+        has(
+            "authentication_failed",
+            &["token=puller", "client=127.0.0.1", "path=/v2/"]
+        ),
+        "{audit:#?}"
+    );
+    assert!(
+        has(
+            "access_denied",
+            &["token=puller", "method=POST", "path=/v2/app/blobs/uploads/"]
+        ),
+        "{audit:#?}"
+    );
+    assert!(
+        has(
+            "authentication_failed",
+            &["reason=invalid or expired token"]
+        ),
+        "{audit:#?}"
+    );
+    assert!(!log.contains("not-the-password-4711") && !log.contains(&pw));
+}
