@@ -216,11 +216,6 @@ impl Kind {
 
 impl HttpMetrics {
     /// Counts a request starting: it is in flight until [`InFlight::finish`].
-    pub fn start(&self, method: &str, path: &str) -> InFlight<'_> {
-        self.begin(Kind::of(method, path))
-    }
-
-    /// Like `start`, for a request already classified.
     pub fn begin(&self, kind: Kind) -> InFlight<'_> {
         let handler = kind.handler;
         let gauge = self.in_flight_handles[handler.index()]
@@ -358,7 +353,7 @@ mod tests {
     fn requests_are_counted_with_their_exact_code() {
         let m = HttpMetrics::default();
         for code in [200, 200, 404, 418] {
-            let f = m.start("GET", "/v2/a/manifests/v1");
+            let f = m.begin(Kind::of("GET", "/v2/a/manifests/v1"));
             f.finish(code, Duration::from_millis(2), 0, Some(10));
         }
         let mut r = Registry::default();
@@ -383,7 +378,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("registry_http_request_duration_seconds_count{method=\"GET\",handler=\"manifest\"} 4"), "{text}");
-        let f = m.start("HEAD", "/v2/a/blobs/sha256:00");
+        let f = m.begin(Kind::of("HEAD", "/v2/a/blobs/sha256:00"));
         f.finish(200, Duration::from_millis(1), 0, Some(1 << 20));
         let mut r = Registry::default();
         m.register(&mut r);

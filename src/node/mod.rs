@@ -10,7 +10,7 @@ pub mod tls;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::config::{ConnectionString, Mode, Settings};
+use crate::config::{ConnectionString, Settings};
 use crate::hierarchy::link;
 use crate::storage::Store;
 use crate::sync::policy::hub::Flags;
@@ -94,12 +94,6 @@ impl Node {
         })
     }
 
-    /// Sets the CA file trusted for the parent (a new trust bundle restarts sync with it).
-    pub fn set_parent_ca(&self, ca: Option<PathBuf>) -> Result<(), String> {
-        self.use_parent_ca(ca);
-        self.refresh_sync()
-    }
-
     /// Sets the CA file trusted for the parent from the next start of sync on.
     pub fn use_parent_ca(&self, ca: Option<PathBuf>) {
         *lock(&self.parent_ca) = ca;
@@ -109,11 +103,6 @@ impl Node {
     pub fn restart_sync(&self) -> Result<(), String> {
         lock(&self.connections).running = None;
         self.refresh_sync()
-    }
-
-    /// Whether the environment gives the connection string (the twin's is then unused).
-    pub fn connection_from_env(&self) -> bool {
-        lock(&self.connections).env.is_some()
     }
 
     /// Starts, replaces or stops sync so it follows the connection string in force.
@@ -159,14 +148,6 @@ impl Node {
             .run(),
         );
         Ok(svc)
-    }
-
-    /// The mode clients see: a root is always writable.
-    pub fn mode(&self) -> Mode {
-        match self.slot.get() {
-            Some(s) => s.policy().mode,
-            None => Mode::ReadWrite,
-        }
     }
 
     /// The login server configured, if any.

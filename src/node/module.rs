@@ -109,37 +109,43 @@ impl Module {
     /// The workload API's trust bundle, kept for restarts; the kept one when the daemon does not
     /// answer.
     async fn trust_bundle(&self, w: &WorkloadClient) -> Option<String> {
-        let store = &self.node.store;
-        match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
-            Ok(Ok(pem)) => {
-                if let Err(e) = store
-                    .meta
-                    .set_sync_state(&StateKey::EdgeTrustBundle, Some(&pem))
-                {
-                    tracing::warn!(error = %e, "could not keep the trust bundle");
-                }
-                self.node
-                    .status
-                    .clear_details(|c| c == DetailCode::TrustBundleUnavailable);
-                Some(pem)
-            }
+        match self.fetch_trust(w).await {
+            Ok(pem) => Some(pem),
+            Err(_) => self
+                .node
+                .store
+                .meta
+                .sync_state(&StateKey::EdgeTrustBundle)
+                .ok()
+                .flatten(),
+        }
+    }
+
+    /// A fresh trust bundle from the workload API, kept when it changed; a failure is logged
+    /// and shown in the status.
+    async fn fetch_trust(&self, w: &WorkloadClient) -> Result<String, String> {
+        let status = &self.node.status;
+        let pem = match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
+            Ok(Ok(pem)) => pem,
             failed => {
                 let why = match failed {
                     Ok(Err(e)) => e.to_string(),
                     _ => "the workload API did not answer".to_owned(),
                 };
-                let kept = store
-                    .meta
-                    .sync_state(&StateKey::EdgeTrustBundle)
-                    .ok()
-                    .flatten();
-                tracing::warn!(error = %why, using_kept = kept.is_some(), "trust bundle unavailable");
-                self.node
-                    .status
-                    .detail(DetailCode::TrustBundleUnavailable, why);
-                kept
+                tracing::warn!(error = %why, "trust bundle unavailable; using the kept one, if any");
+                status.detail(DetailCode::TrustBundleUnavailable, why.clone());
+                return Err(why);
+            }
+        };
+        let meta = &self.node.store.meta;
+        let key = StateKey::EdgeTrustBundle;
+        if meta.sync_state(&key).ok().flatten().as_deref() != Some(pem.as_str()) {
+            if let Err(e) = meta.set_sync_state(&key, Some(&pem)) {
+                tracing::warn!(error = %e, "could not keep the trust bundle");
             }
         }
+        status.clear_details(|c| c == DetailCode::TrustBundleUnavailable);
+        Ok(pem)
     }
 
     /// Trusts the bundle (with `--parent-ca`) for the parent's HTTPS; `running` restarts sync
@@ -164,14 +170,15 @@ impl Module {
                 return;
             }
         }
+        self.node.use_parent_ca(Some(path));
         if !running {
-            self.node.use_parent_ca(Some(path));
             return;
         }
-        // A new bundle in the same file: the parent client reads it when sync starts.
-        let result = match self.node.set_parent_ca(Some(path)) {
-            Ok(()) if !same => self.node.restart_sync(),
-            other => other,
+        // The parent client reads the file when sync starts: a changed bundle restarts it once.
+        let result = if same {
+            self.node.refresh_sync()
+        } else {
+            self.node.restart_sync()
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "sync could not restart with the new trust bundle");
@@ -266,11 +273,13 @@ impl TwinHost for Module {
 
     fn reported(&self) -> Map<String, Value> {
         let node = &self.node;
-        if let Some(svc) = node.slot.get() {
+        let sync = node.slot.get();
+        if let Some(svc) = &sync {
+            // The outbox grows with every client push: count it now.
             svc.refresh_outbox(None);
         }
         let mut report = node.status.report();
-        if node.slot.get().is_none() {
+        if sync.is_none() {
             // A root has no parent to be connected to: it is Online while it serves.
             report.connection_state = crate::sync::ConnectionState::Online;
             report.mode = "ReadWrite".into();
@@ -284,7 +293,7 @@ impl TwinHost for Module {
         map.insert("appliedDesiredVersion".into(), json!(*lock(&self.applied)));
         map.insert(
             "parent".into(),
-            json!(node.slot.get().map(|s| s.parent.base_url().to_owned())),
+            json!(sync.map(|s| s.parent.base_url().to_owned())),
         );
         map
     }
@@ -392,27 +401,11 @@ impl TwinStarter {
 async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf, mut fresh: bool) {
     loop {
         tokio::time::sleep(if fresh { TRUST_REFRESH } else { TRUST_RETRY }).await;
-        let pem = match tokio::time::timeout(TRUST_WAIT, w.trust_bundle()).await {
-            Ok(Ok(pem)) => pem,
-            _ => {
-                fresh = false;
-                continue;
-            }
-        };
-        fresh = true;
-        let store = &module.node.store;
-        let key = StateKey::EdgeTrustBundle;
-        let kept = store.meta.sync_state(&key).ok().flatten();
-        if kept.as_deref() != Some(pem.as_str()) {
-            if let Err(e) = store.meta.set_sync_state(&key, Some(&pem)) {
-                tracing::warn!(error = %e, "could not keep the trust bundle");
-            }
+        let fetched = module.fetch_trust(&w).await;
+        fresh = fetched.is_ok();
+        if let Ok(pem) = fetched {
+            module.trust_parent(&pem, &data_dir, true);
         }
-        module
-            .node
-            .status
-            .clear_details(|c| c == DetailCode::TrustBundleUnavailable);
-        module.trust_parent(&pem, &data_dir, true);
     }
 }
 

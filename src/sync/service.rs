@@ -24,9 +24,6 @@ const SYNC_THREADS: usize = 2;
 /// Why sync could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The sync policy file is invalid (the message names the key).
-    #[error("{0}")]
-    Policy(#[from] crate::config::ConfigError),
     /// The parent client could not be built (bad CA file, bad endpoint).
     #[error("parent: {0}")]
     Parent(#[from] super::parent::ParentError),
