@@ -10,6 +10,7 @@ pub mod edge;
 pub mod hierarchy;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod registry;
 pub mod storage;
 pub mod sync;

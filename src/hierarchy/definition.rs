@@ -66,7 +66,8 @@ pub struct Definition {
     /// Client tokens that work there, by name.
     #[serde(default)]
     pub client_tokens: Vec<String>,
-    /// Notification patterns (`artifact:action`).
+    /// Notification patterns (`repository[:tag][@digest]:action`): at the registry they replace
+    /// the patterns of every endpoint it configures locally.
     #[serde(default)]
     pub notifications: Vec<String>,
     /// How many times it was deactivated: a parent that sees this grow forgets which instance
@@ -138,7 +139,7 @@ impl Definition {
     }
 
     /// Checks every field as `create` and `update` must (name, mode, repositories, schedule,
-    /// window, TTL, interval, log level).
+    /// window, TTL, interval, log level, notification patterns).
     pub fn validate(&self) -> Result<(), HierarchyError> {
         validate_name(&self.name)?;
         parse_mode(&self.mode)?;
@@ -190,7 +191,16 @@ impl Definition {
             .iter()
             .filter_map(|r| RepoName::parse(r).ok())
             .collect();
+        let notifications = self
+            .notifications
+            .iter()
+            .map(|p| crate::notify::Pattern::parse(p))
+            .collect::<Result<_, _>>()
+            .map_err(|e| {
+                HierarchyError::Invalid(format!("argument error: --notifications: {e}"))
+            })?;
         Ok(Overlay {
+            notifications,
             mode: parse_mode(&self.mode)?,
             repositories,
             schedule,
@@ -250,5 +260,20 @@ mod tests {
         let mut m = def("plant");
         m.mode = "Sideways".into();
         assert!(m.validate().unwrap_err().to_string().contains("--mode"));
+    }
+
+    #[test]
+    fn notification_patterns_are_checked_and_carried_down() {
+        let mut d = def("plant");
+        d.notifications = vec!["hello-world:*:*".into(), "sample/repo/*:1.0:push".into()];
+        let o = d.overlay().unwrap();
+        assert_eq!(o.notifications.len(), 2);
+        assert_eq!(o.notifications[1].as_str(), "sample/repo/*:1.0:push");
+        d.notifications.push("hello-world:pull".into());
+        let e = d.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--notifications") && e.contains("hello-world:pull"),
+            "{e}"
+        );
     }
 }

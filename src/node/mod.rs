@@ -2,6 +2,7 @@
 //! twin, command line, parent), the status, and the sync slot — a registry becomes a child when
 //! a connection string is known (environment first, else the module twin), and a changed
 //! connection string or trust bundle starts a new sync service without a process restart.
+//! The notifier starts with the node and follows the policy in force.
 
 pub mod module;
 pub mod policy;
@@ -48,7 +49,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// The parts for `settings`, with the policy file already read.
+    /// The parts for `settings`, with the policy file already read; starts the notifier.
     pub fn new(store: Arc<Store>, settings: &Settings, file: FilePolicy) -> Arc<Node> {
         let flags = Flags {
             mode: settings.mode_from_flag.then_some(settings.mode),
@@ -56,6 +57,11 @@ impl Node {
         };
         let hub = PolicyHub::new(file, flags);
         let mode = format!("{:?}", hub.current().mode);
+        crate::notify::start(
+            store.clone(),
+            hub.subscribe(),
+            settings.access.login_server.clone(),
+        );
         Arc::new(Node {
             store,
             hub,

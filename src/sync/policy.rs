@@ -67,6 +67,8 @@ pub struct SyncPolicy {
     /// Log level: set by the root when it defines this registry, else by the command line,
     /// the module twin or the file (`server.log_level`); `None` leaves the startup level.
     pub log_level: Option<String>,
+    /// Where change notifications go (`[[notifications]]`; the root may replace the patterns).
+    pub notifications: Vec<crate::notify::Endpoint>,
 }
 
 impl Default for SyncPolicy {
@@ -85,6 +87,7 @@ impl Default for SyncPolicy {
             referrers: true,
             feed: false,
             log_level: None,
+            notifications: Vec::new(),
         }
     }
 }
@@ -96,6 +99,8 @@ struct RawRoot {
     mode: Option<String>,
     sync: Option<RawSync>,
     server: Option<RawServer>,
+    /// `[[notifications]]`, read by `notify::config`.
+    notifications: Option<toml::Value>,
 }
 
 /// The one key of `[server]` that is policy: it can change while the registry runs.
@@ -222,6 +227,7 @@ impl SyncPolicy {
                 .and_then(|s| s.log_level)
                 .map(log_level)
                 .transpose()?,
+            notifications: crate::notify::config::parse(root.notifications)?,
             ..d
         })
     }

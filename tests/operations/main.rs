@@ -1,6 +1,8 @@
-//! Operating a gateway without a shell: metrics scraped by a real Prometheus.
+//! Operating a gateway without a shell: metrics scraped by a real Prometheus, notifications to
+//! a webhook receiver.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 mod metrics;
+mod notifications;

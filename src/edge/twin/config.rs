@@ -1,5 +1,5 @@
-//! What the desired properties configure: the policy file's keys as JSON (`mode`, `sync`, and
-//! `server.log_level`), plus the connection string. Checked here for shape; the policy's values
+//! What the desired properties configure: the policy file's keys as JSON (`mode`, `sync`,
+//! `notifications` and `server.log_level`), plus the connection string. Checked here for shape; the policy's values
 //! are checked by the policy hub, the connection string by its parser.
 
 use serde_json::{Map, Value};
@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// The connection string's member.
 pub const CONNECTION_STRING: &str = "connectionString";
 /// Top-level members that are policy keys of the file.
-const POLICY_KEYS: [&str; 2] = ["mode", "sync"];
+const POLICY_KEYS: [&str; 3] = ["mode", "sync", "notifications"];
 /// The `server` keys that may change while the registry runs.
 const LIVE_SERVER_KEYS: [&str; 1] = ["log_level"];
 
@@ -55,7 +55,7 @@ impl DesiredConfig {
                 other => {
                     return Err(format!(
                         "unknown desired property '{}' (expected {CONNECTION_STRING}, mode, \
-                         sync or server)",
+                         sync, notifications or server)",
                         crate::registry::echo(other)
                     ))
                 }
@@ -125,6 +125,26 @@ mod tests {
         assert_eq!(c.policy["sync"]["chunk_size_mb"].as_integer(), Some(4));
         assert_eq!(c.policy["server"]["log_level"].as_str(), Some("Debug"));
         assert!(!c.policy.contains_key(CONNECTION_STRING));
+    }
+
+    #[test]
+    fn notifications_are_policy_keys_read_like_the_files() {
+        let c = DesiredConfig::parse(&doc(
+            r#"{"notifications":[{"name":"hq","url":"https://hq.example/hook",
+                "patterns":["app:*:push"],"headers":{"Authorization":"Bearer x"},
+                "timeout":"PT3S"}]}"#,
+        ))
+        .unwrap();
+        let p = crate::sync::policy::SyncPolicy::from_table(&c.policy, "twin").unwrap();
+        assert_eq!(p.notifications.len(), 1);
+        assert_eq!(p.notifications[0].name, "hq");
+        assert_eq!(
+            p.notifications[0].timeout,
+            std::time::Duration::from_secs(3)
+        );
+        let bad = DesiredConfig::parse(&doc(r#"{"notifications":[{"url":"hq"}]}"#)).unwrap();
+        let e = crate::sync::policy::SyncPolicy::from_table(&bad.policy, "twin").unwrap_err();
+        assert!(e.to_string().contains("notifications.url"), "{e}");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum StateKey<'a> {
     },
     /// A repository sync populated, with its tags and time (JSON).
     SyncedRepo(&'a str),
+    /// A notification endpoint's delivery cursor (last event sequence delivered), by name.
+    NotifyCursor(&'a str),
 }
 
 /// A family of per-repository keys, scanned together.
@@ -42,6 +44,8 @@ pub enum StatePrefix {
     Upload,
     /// Every [`StateKey::SyncedRepo`].
     SyncedRepo,
+    /// Every [`StateKey::NotifyCursor`].
+    NotifyCursor,
 }
 
 impl StatePrefix {
@@ -51,6 +55,7 @@ impl StatePrefix {
             StatePrefix::PushCursor => "pushed:",
             StatePrefix::Upload => "upload:",
             StatePrefix::SyncedRepo => "repo:",
+            StatePrefix::NotifyCursor => "notify:",
         }
     }
 }
@@ -71,6 +76,7 @@ impl StateKey<'_> {
                 return prefixed(StatePrefix::Upload, &format!("{repo}@{digest}"))
             }
             StateKey::SyncedRepo(repo) => return prefixed(StatePrefix::SyncedRepo, repo),
+            StateKey::NotifyCursor(name) => return prefixed(StatePrefix::NotifyCursor, name),
         };
         Cow::Borrowed(fixed)
     }
@@ -104,6 +110,7 @@ mod tests {
                 "upload:a/b@sha256:0123",
             ),
             (StateKey::SyncedRepo("a/b"), "repo:a/b"),
+            (StateKey::NotifyCursor("hooks"), "notify:hooks"),
         ];
         for (key, text) in pinned {
             assert_eq!(key.as_key(), text, "{key:?}");
@@ -111,5 +118,6 @@ mod tests {
         assert_eq!(StatePrefix::PushCursor.as_str(), "pushed:");
         assert_eq!(StatePrefix::Upload.as_str(), "upload:");
         assert_eq!(StatePrefix::SyncedRepo.as_str(), "repo:");
+        assert_eq!(StatePrefix::NotifyCursor.as_str(), "notify:");
     }
 }

@@ -159,6 +159,13 @@ impl Metadata {
         })
     }
 
+    /// The newest event's sequence number (0 with none): a cheap check for new events.
+    pub fn newest_event_seq(&self) -> Result<i64> {
+        self.read(
+            |c| Ok(c.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?),
+        )
+    }
+
     /// A value of the sync state table (status snapshot, per-repository records, requests).
     pub fn sync_state(&self, key: &StateKey<'_>) -> Result<Option<String>> {
         let key = key.as_key();

@@ -5,8 +5,9 @@
 //!
 //! Precedence, highest first:
 //! 1. what the root of the tree defines for this registry (through the parent's control plane:
-//!    mode, repositories, schedule and window, interval, message TTL, log level) — the root also
-//!    shapes the sync token's rights from that definition, so no other source could widen it;
+//!    mode, repositories, schedule and window, interval, message TTL, log level, notification
+//!    patterns) — the root also shapes the sync token's rights from that definition, so no
+//!    other source could widen it;
 //! 2. the command line and environment (`--mode`, `--log-level`), fixed for the process's life;
 //! 3. the module twin's desired properties, key by key over the file;
 //! 4. the policy file;
@@ -14,6 +15,11 @@
 //!
 //! Keys the root does not define (chunk size, parallelism, bandwidth, platforms, tag filters,
 //! referrers) always come from the twin or the file.
+//!
+//! Notifications: the endpoints (URL, headers, timeout, content type) are site-local, from the
+//! twin or the file only. When the root defines notification patterns for this registry
+//! (`--notifications`), they replace the patterns of every local endpoint; without any, the
+//! local patterns stay.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +49,8 @@ pub struct Overlay {
     pub message_ttl: Duration,
     /// Its log level.
     pub log_level: String,
+    /// Its notification patterns (`--notifications`); empty: the root defines none.
+    pub notifications: Vec<crate::notify::Pattern>,
 }
 
 /// The sources fixed when the process starts (command line and environment).
@@ -86,6 +94,11 @@ fn merge(s: &Sources) -> SyncPolicy {
         p.message_ttl = o.message_ttl;
         p.log_level = Some(o.log_level.clone());
         p.feed = true;
+        if !o.notifications.is_empty() {
+            for e in &mut p.notifications {
+                e.patterns = o.notifications.clone();
+            }
+        }
     }
     p
 }
@@ -227,6 +240,7 @@ mod tests {
             interval: Duration::from_secs(5),
             message_ttl: Duration::from_secs(9),
             log_level: "Debug".into(),
+            notifications: Vec::new(),
         }));
         assert!(rx.has_changed().unwrap());
         let p = rx.borrow_and_update().clone();
@@ -296,5 +310,51 @@ mod tests {
         assert!(e.is_none(), "a valid combination is taken");
         hub.set_twin(None).unwrap();
         assert_eq!(hub.current().mode, Mode::ReadOnly);
+    }
+
+    #[test]
+    fn the_roots_patterns_replace_the_local_ones_and_endpoints_stay_local() {
+        let f = file(
+            "[[notifications]]\nname = \"a\"\nurl = \"http://h/a\"\npatterns = [\"app:*:push\"]\n\
+             [[notifications]]\nname = \"b\"\nurl = \"http://h/b\"\nheaders = { X-Key = \"k\" }\n",
+        );
+        let hub = PolicyHub::new(f, Flags::default());
+        let patterns = |p: &SyncPolicy| -> Vec<Vec<String>> {
+            p.notifications
+                .iter()
+                .map(|e| e.patterns.iter().map(|x| x.to_string()).collect())
+                .collect()
+        };
+        assert_eq!(patterns(&hub.current()), [vec!["app:*:push"], vec!["*:*"]]);
+        let mut overlay = Overlay {
+            mode: Mode::ReadOnly,
+            repositories: vec![],
+            schedule: None,
+            interval: Duration::from_secs(60),
+            message_ttl: Duration::from_secs(60),
+            log_level: "Information".into(),
+            notifications: vec![crate::notify::Pattern::parse("web/*:v*:delete").unwrap()],
+        };
+        hub.set_parent(Some(overlay.clone()));
+        let p = hub.current();
+        assert_eq!(
+            patterns(&p),
+            [vec!["web/*:v*:delete"], vec!["web/*:v*:delete"]]
+        );
+        assert_eq!(
+            p.notifications[1].headers["X-Key"], "k",
+            "headers stay local"
+        );
+        assert_eq!(p.notifications[0].url.as_str(), "http://h/a");
+        // The twin adds an endpoint: the root's patterns apply to it as well.
+        hub.set_twin(Some(table(
+            "[[notifications]]\nname = \"c\"\nurl = \"http://h/c\"\npatterns = [\"x:push\"]\n",
+        )))
+        .unwrap();
+        assert_eq!(patterns(&hub.current()), [vec!["web/*:v*:delete"]]);
+        // A root that defines no patterns leaves the local ones.
+        overlay.notifications.clear();
+        hub.set_parent(Some(overlay));
+        assert_eq!(patterns(&hub.current()), [vec!["x:push"]]);
     }
 }
