@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod edge;
+pub mod gc;
 pub mod hierarchy;
 pub mod metrics;
 pub mod node;

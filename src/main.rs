@@ -55,6 +55,9 @@ enum Command {
         #[command(flatten)]
         data: cli::admin::DataDir,
     },
+    /// Garbage collection (`gc run [--dry-run]`), also while `serve` runs.
+    #[command(subcommand)]
+    Gc(cli::gc::GcCmd),
     /// Check that the registry answers healthy (the container image's HEALTHCHECK).
     Health(cli::health::HealthArgs),
     /// Azure IoT Edge deployment: print a filled deployment manifest (`iot-edge manifest`).
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::ConnectedRegistry { data, common, cmd } => cli::hierarchy::run(data, common, cmd),
         Command::Sync { data, cmd } => cli::sync::sync(data, cmd),
         Command::Status { data } => cli::sync::status(data),
+        Command::Gc(cmd) => cli::gc::run(cmd),
         Command::Health(args) => cli::health::run(args),
         Command::IotEdge(cmd) => cli::edge::run(cmd),
     }

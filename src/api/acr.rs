@@ -23,22 +23,27 @@ pub async fn health(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 /// `GET /acr/v1/status`: connection state, last sync, details and per-repository progress.
 pub async fn status(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     auth::authorize(&req, &state.auth, true, Some(&Need::Login)).await?;
-    Ok(match state.sync.get() {
+    let last_gc = blocking(&state.store, crate::gc::last_pass).await?;
+    let mut body = match state.sync.get() {
         Some(s) => {
             // The outbox grows with every client push: count it now, not at the last pass.
             let svc = s.clone();
             let _ = web::block(move || svc.refresh_outbox(None)).await;
-            HttpResponse::Ok().json(s.status.report())
+            serde_json::to_value(s.status.report()).unwrap_or_default()
         }
-        None => HttpResponse::Ok().json(json!({
+        None => json!({
             "connectionState": "Online",
             "mode": "ReadWrite",
             "parent": null,
             "lastSyncTime": null,
             "statusDetails": state.status.report().status_details,
             "repositories": [],
-        })),
-    })
+        }),
+    };
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("garbageCollection".into(), json!({ "lastPass": last_gc }));
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 /// `GET /acr/v1/metrics`: the Prometheus text format; authenticated like the status unless
@@ -59,12 +64,23 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<
             free_bytes: s.free_bytes()?,
             counts: s.meta.content_counts()?,
             sync,
+            gc: crate::gc::totals(s)?,
+            gc_last: crate::gc::last_pass(s)?.and_then(|p| {
+                let started = parse_time(&p.started)?;
+                Some((started.timestamp(), p.seconds))
+            }),
         })
     })
     .await?;
     Ok(HttpResponse::Ok()
         .content_type(CONTENT_TYPE)
         .body(state.metrics.encode(&snapshot)))
+}
+
+fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 /// `POST /acr/v1/sync`: start a sync now (202); a root has nothing to sync from (400).

@@ -1,6 +1,8 @@
 //! Audit lines: one structured log line (`WARN audit event="…" …`, target `audit`) per authentication failure
 //! and permission denial, with a stable `event` name, the client, the token and the request, so
 //! a log collector can count and alert on them. Secrets never appear: only token names.
+//! Sibling events: changes to tokens and scope maps (`auth::audit::ChangeEvent`) and sync actions
+//! (`sync::audit::SyncEvent`), on the same `audit` target.
 
 use actix_web::HttpRequest;
 

@@ -146,6 +146,11 @@ impl From<StorageError> for ApiError {
             S::AlreadyExists(_) | S::NotFound(_) | S::InUse(_) => {
                 ApiError::new(StatusCode::CONFLICT, ErrorCode::Unknown, msg)
             }
+            S::Busy(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                msg,
+            ),
             S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::internal(msg)

@@ -216,6 +216,10 @@ async fn start_node(store: &Arc<Store>, settings: &Settings) -> Result<Arc<Node>
         node.status.clone(),
     ));
     actix_web::rt::spawn(policy::apply_log_level(node.hub.subscribe()));
+    actix_web::rt::spawn(crate::gc::worker::run(
+        node.clone(),
+        settings.upload_max_age,
+    ));
     Ok(node)
 }
 

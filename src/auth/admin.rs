@@ -5,6 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::audit::{self, AccessChange, MapRecord, TokenRecord};
 use super::model::{Action, Grant, ScopeMap, ALL_ACTIONS};
 use super::snapshot::scope_map_from_row;
 use super::token::{parse_status, status_str, PasswordSlot, Token, SLOTS};
@@ -112,13 +113,21 @@ pub fn scope_map_row(m: &ScopeMap, created: i64) -> Result<ScopeMapRow, AuthErro
     })
 }
 
+/// Stores a scope map made here, auditing the change from `old` (the stored row, if any).
 fn store_map(
     meta: &Metadata,
     m: &ScopeMap,
     created: i64,
-    create: bool,
+    old: Option<&ScopeMapRow>,
 ) -> Result<Value, AuthError> {
-    meta.put_scope_map(&scope_map_row(m, created)?, create)?;
+    let row = scope_map_row(m, created)?;
+    meta.put_scope_map(&row, old.is_none())?;
+    let before = old.map(MapRecord::from_row);
+    audit::record_here(&audit::diff_map(
+        &m.name,
+        before.as_ref(),
+        Some(&MapRecord::from_row(&row)),
+    ));
     Ok(scope_map_json(m, created))
 }
 
@@ -130,7 +139,16 @@ pub fn create_scope_map(
     description: Option<String>,
 ) -> Result<Value, AuthError> {
     let m = ScopeMap::new(name, description, grants(groups)?)?;
-    store_map(meta, &m, now_secs(), true)
+    store_map(meta, &m, now_secs(), None)
+}
+
+/// `scope-map delete`.
+pub fn delete_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+    let row = meta.scope_map(name)?;
+    meta.delete_scope_map(name)?;
+    let before = row.as_ref().map(MapRecord::from_row);
+    audit::record_here(&audit::diff_map(name, before.as_ref(), None));
+    Ok(Value::Null)
 }
 
 /// `scope-map update`.
@@ -149,7 +167,7 @@ pub fn update_scope_map(
     let updated = subtract(merge(old.grants, grants(add)?), grants(remove)?);
     let m =
         ScopeMap::new(name, description.or(old.description), updated)?.with_gateways(old.gateways);
-    store_map(meta, &m, row.created, false)
+    store_map(meta, &m, row.created, Some(&row))
 }
 
 /// `scope-map show`.
@@ -215,6 +233,18 @@ fn new_slot(name: &str, days: Option<u32>) -> Result<(PasswordSlot, String), Aut
     Ok((slot, secret))
 }
 
+/// Stores a token made or changed here (`old` is its record before, if any) and returns the
+/// audit lines the change makes.
+fn store_token(
+    meta: &Metadata,
+    t: &Token,
+    old: Option<&TokenRecord>,
+) -> Result<Vec<AccessChange>, AuthError> {
+    meta.put_token(&t.to_row()?, old.is_none())?;
+    let now = TokenRecord::of(t, RecordSource::Local);
+    Ok(audit::diff_token(&t.name, old, Some(&now)))
+}
+
 /// `token create`: both passwords generated and returned once.
 pub fn create_token(
     meta: &Metadata,
@@ -223,6 +253,19 @@ pub fn create_token(
     days: Option<u32>,
     status: Option<&str>,
 ) -> Result<Value, AuthError> {
+    let (v, changes) = make_token(meta, name, scope_map, days, status)?;
+    audit::record_here(&changes);
+    Ok(v)
+}
+
+/// Makes a token; returns its view and the audit lines, for the caller to log.
+fn make_token(
+    meta: &Metadata,
+    name: &str,
+    scope_map: &str,
+    days: Option<u32>,
+    status: Option<&str>,
+) -> Result<(Value, Vec<AccessChange>), AuthError> {
     let enabled = status.map(parse_status).transpose()?.unwrap_or(true);
     let mut t = Token {
         name: name.to_owned(),
@@ -237,8 +280,8 @@ pub fn create_token(
         t.set_slot(s);
         secrets.push((slot.to_owned(), secret));
     }
-    meta.put_token(&t.to_row()?, true)?;
-    Ok(token_json(&t, &secrets))
+    let changes = store_token(meta, &t, None)?;
+    Ok((token_json(&t, &secrets), changes))
 }
 
 fn load_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
@@ -276,13 +319,14 @@ pub fn update_token(
     status: Option<&str>,
 ) -> Result<Value, AuthError> {
     let mut t = load_local_token(meta, name)?;
+    let old = TokenRecord::of(&t, RecordSource::Local);
     if let Some(m) = scope_map {
         t.scope_map = m.to_owned();
     }
     if let Some(s) = status {
         t.enabled = parse_status(s)?;
     }
-    meta.put_token(&t.to_row()?, false)?;
+    audit::record_here(&store_token(meta, &t, Some(&old))?);
     Ok(token_json(&t, &[]))
 }
 
@@ -294,14 +338,24 @@ pub fn generate_credential(
     days: Option<u32>,
 ) -> Result<Value, AuthError> {
     let mut t = load_local_token(meta, name)?;
+    let old = TokenRecord::of(&t, RecordSource::Local);
     let mut secrets = Vec::new();
     for slot in slots {
         let (s, secret) = new_slot(slot, days)?;
         t.set_slot(s);
         secrets.push((slot.to_string(), secret));
     }
-    meta.put_token(&t.to_row()?, false)?;
+    audit::record_here(&store_token(meta, &t, Some(&old))?);
     Ok(token_json(&t, &secrets))
+}
+
+/// `token delete`.
+pub fn delete_token(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+    let row = meta.token(name)?;
+    meta.delete_token(name)?;
+    let before = row.as_ref().map(TokenRecord::from_row);
+    audit::record_here(&audit::diff_token(name, before.as_ref(), None));
+    Ok(Value::Null)
 }
 
 /// `token show`.
@@ -334,14 +388,12 @@ pub fn bootstrap_admin(
         let all: Vec<String> = std::iter::once("*".to_owned())
             .chain(ALL_ACTIONS.iter().map(|a| a.to_string()))
             .collect();
-        create_scope_map(
-            meta,
-            "admin",
-            &[all],
-            Some("Everything on every repository (created at first start)".into()),
-        )?;
+        // Not audited here: the server that bootstraps audits the records it then reloads.
+        let description = "Everything on every repository (created at first start)";
+        let m = ScopeMap::new("admin", Some(description.into()), grants(&[all])?)?;
+        meta.put_scope_map(&scope_map_row(&m, now_secs())?, true)?;
     }
-    let created = create_token(meta, "admin", "admin", None, None)?;
+    let (created, _) = make_token(meta, "admin", "admin", None, None)?;
     let secret = created["credentials"]["passwords"][0]["value"]
         .as_str()
         .unwrap_or_default()

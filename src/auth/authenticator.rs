@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::audit::{self, Records};
 use super::bearer::{Claims, Keys, ACCESS_TTL_SECS, ISSUER, REFRESH_TTL_SECS};
 use super::model::{Action, ActionSet, GatewayAction};
 use super::scope::{acr_actions, grant, ScopeEntry};
@@ -17,6 +18,7 @@ use super::throttle::Throttle;
 use super::{password, AuthError};
 use crate::config::Access;
 use crate::storage::fsutil::now_secs;
+use crate::storage::metadata::RecordSource;
 use crate::storage::Store;
 
 /// Subject of tokens issued to anonymous clients (anonymous pull).
@@ -82,6 +84,8 @@ struct Verified {
 pub struct Authenticator {
     store: Arc<Store>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The records as last loaded, to audit what the next load changed.
+    records: Mutex<Option<Records>>,
     verified: Mutex<HashMap<[u8; 32], Verified>>,
     cache_secret: [u8; 32],
     keys: Keys,
@@ -101,6 +105,7 @@ impl Authenticator {
         let keys = Keys::load_or_create(&store.root.join("auth"))?;
         let a = Authenticator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            records: Mutex::new(None),
             verified: Mutex::new(HashMap::new()),
             cache_secret,
             keys,
@@ -118,9 +123,12 @@ impl Authenticator {
     }
 
     fn reload(&self) -> Result<(), AuthError> {
-        let rows = self.store.meta.access_rows()?;
+        // All rows, relayed ones too, so their changes are audited; only the others are in force.
+        let mut rows = self.store.meta.all_access_rows()?;
+        self.audit_changes(Records::from_rows(&rows));
+        rows.tokens.retain(|r| r.source != RecordSource::Relay);
+        rows.scope_maps.retain(|r| r.source != RecordSource::Relay);
         let snap = Snapshot::from_rows(&rows);
-        log_changes(&self.snapshot(), &snap);
         tracing::info!(
             tokens = snap.tokens.len(),
             scope_maps = snap.maps.len(),
@@ -134,6 +142,17 @@ impl Authenticator {
             v.clear();
         }
         Ok(())
+    }
+
+    /// Logs one audit line per change since the last load (none at the first).
+    fn audit_changes(&self, now: Records) {
+        let Ok(mut last) = self.records.lock() else {
+            return;
+        };
+        if let Some(before) = last.as_ref() {
+            audit::record(&audit::diff(before, &now));
+        }
+        *last = Some(now);
     }
 
     /// Reloads when another process changed tokens or scope maps; returns whether it did.
@@ -408,35 +427,5 @@ impl Authenticator {
             issued_at: now,
             refresh_token,
         })
-    }
-}
-
-/// Logs which tokens and scope maps a change touched (names only; hashes and passwords never).
-fn log_changes(old: &Snapshot, new: &Snapshot) {
-    if old.generation == 0 && old.tokens.is_empty() && old.maps.is_empty() {
-        return;
-    }
-    for (name, t) in &new.tokens {
-        match old.tokens.get(name) {
-            None => tracing::info!(token = %name, scope_map = %t.scope_map, "token created"),
-            Some(o) if o != t => tracing::info!(
-                token = %name,
-                scope_map = %t.scope_map,
-                enabled = t.enabled,
-                "token changed"
-            ),
-            Some(_) => {}
-        }
-    }
-    for name in old.tokens.keys().filter(|n| !new.tokens.contains_key(*n)) {
-        tracing::info!(token = %name, "token deleted");
-    }
-    for (name, m) in &new.maps {
-        if old.maps.get(name) != Some(m) {
-            tracing::info!(scope_map = %name, "scope map created or changed");
-        }
-    }
-    for name in old.maps.keys().filter(|n| !new.maps.contains_key(*n)) {
-        tracing::info!(scope_map = %name, "scope map deleted");
     }
 }

@@ -3,6 +3,7 @@
 //! Transport-free: the HTTP edge (`api::auth`) extracts credentials and asks this module.
 
 pub mod admin;
+pub mod audit;
 mod authenticator;
 pub mod bearer;
 pub mod model;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod edge;
+pub mod gc;
 pub mod health;
 pub mod hierarchy;
 pub mod serve;

@@ -28,6 +28,10 @@ pub struct Snapshot {
     pub counts: ContentCounts,
     /// The sync status of a child (`None` for a root).
     pub sync: Option<StatusReport>,
+    /// What garbage collection freed, all passes added up.
+    pub gc: crate::gc::GcTotals,
+    /// When the last pass ran (Unix time) and how long it took, if one ran.
+    pub gc_last: Option<(i64, f64)>,
 }
 
 /// Labels naming a repository.
@@ -109,6 +113,7 @@ impl Metrics {
         if let Some(report) = &s.sync {
             sync_metrics(&mut r, report);
         }
+        gc_metrics(&mut r, s);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = encode(&mut text, &r);
@@ -183,6 +188,44 @@ fn sync_metrics(r: &mut Registry, report: &StatusReport) {
         "Age of the oldest waiting change (0 when none waits)",
         o.oldest_pending_seconds.unwrap_or(0),
     );
+}
+
+fn gc_metrics(r: &mut Registry, s: &Snapshot) {
+    r.register(
+        "connected_registry_gc_passes",
+        "Garbage collection passes run on this data directory (dry runs not counted)",
+        ConstCounter::new(s.gc.passes),
+    );
+    r.register(
+        "connected_registry_gc_freed_bytes",
+        "Bytes garbage collection freed (blobs and partial downloads)",
+        ConstCounter::new(s.gc.bytes),
+    );
+    r.register(
+        "connected_registry_gc_freed_blobs",
+        "Blob files garbage collection removed",
+        ConstCounter::new(s.gc.blobs),
+    );
+    r.register(
+        "connected_registry_gc_deleted_manifests",
+        "Manifests the untagged retention deleted",
+        ConstCounter::new(s.gc.manifests),
+    );
+    if let Some((when, seconds)) = s.gc_last {
+        gauge(
+            r,
+            "connected_registry_gc_last_pass_timestamp_seconds",
+            "When the last garbage collection pass started (Unix time)",
+            u64::try_from(when).unwrap_or(0),
+        );
+        let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        g.set(seconds);
+        r.register(
+            "connected_registry_gc_last_pass_duration_seconds",
+            "How long the last garbage collection pass took",
+            g,
+        );
+    }
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {

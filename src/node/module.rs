@@ -410,6 +410,14 @@ async fn refresh_trust(module: Arc<Module>, w: WorkloadClient, data_dir: PathBuf
 }
 
 /// Writes a small file and makes it durable.
+/// The module twin's desired properties the registry last applied, as kept in the data
+/// directory (for commands that run beside the server and read the same configuration).
+pub fn saved_desired(store: &crate::storage::Store) -> Option<DesiredConfig> {
+    let text = store.meta.sync_state(&StateKey::EdgeTwin).ok().flatten()?;
+    let saved: Saved = serde_json::from_str(&text).ok()?;
+    DesiredConfig::parse(&saved.desired).ok()
+}
+
 fn write_synced(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut f = std::fs::File::create(path)?;

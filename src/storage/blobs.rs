@@ -81,12 +81,53 @@ impl BlobStore {
         sync_dir(dir)
     }
 
-    /// Deletes a blob file (garbage collection only; repositories unlink instead).
-    pub fn remove(&self, digest: &Digest) -> Result<()> {
+    /// Deletes a blob file (garbage collection only; repositories unlink instead); the bytes
+    /// freed, or `None` when it was gone already.
+    pub fn remove(&self, digest: &Digest) -> Result<Option<u64>> {
+        let Some(size) = self.size(digest)? else {
+            return Ok(None);
+        };
         match std::fs::remove_file(self.path(digest)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(Some(size)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io("removing blob", e)),
         }
+    }
+
+    /// Calls `f` with the digests of every stored blob, `batch` at a time (one directory's
+    /// worth at most, so memory stays small however many blobs there are). Names that are not
+    /// digests are left alone.
+    pub fn for_each_batch(
+        &self,
+        batch: usize,
+        mut f: impl FnMut(&[Digest]) -> Result<()>,
+    ) -> Result<()> {
+        let list = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => Ok(entries.flatten().collect()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(StorageError::io(format!("listing {}", dir.display()), e)),
+            }
+        };
+        let mut pending: Vec<Digest> = Vec::with_capacity(batch);
+        for alg in list(&self.root)? {
+            let alg_name = alg.file_name().to_string_lossy().into_owned();
+            for prefix in list(&alg.path())? {
+                for file in list(&prefix.path())? {
+                    let name = format!("{alg_name}:{}", file.file_name().to_string_lossy());
+                    if let Ok(d) = name.parse::<Digest>() {
+                        pending.push(d);
+                    }
+                    if pending.len() >= batch {
+                        f(&pending)?;
+                        pending.clear();
+                    }
+                }
+            }
+        }
+        if !pending.is_empty() {
+            f(&pending)?;
+        }
+        Ok(())
     }
 }

@@ -57,6 +57,9 @@ pub enum StorageError {
     /// A named access-control record does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// Someone else is doing this already (a download, a collection pass); try again later.
+    #[error("{0}")]
+    Busy(String),
     /// A record cannot be deleted while others refer to it.
     #[error("{0}")]
     InUse(String),

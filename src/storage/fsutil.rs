@@ -47,3 +47,20 @@ pub fn now_secs() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// Takes an exclusive advisory lock on `file` without waiting; false when another open file
+/// (in this process or another) holds it. The lock ends when the file is closed.
+pub fn try_lock(file: &std::fs::File) -> bool {
+    lock(file, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+/// Takes an exclusive advisory lock on `file`, waiting for the holder to let go.
+pub fn lock_wait(file: &std::fs::File) -> bool {
+    lock(file, libc::LOCK_EX)
+}
+
+fn lock(file: &std::fs::File, how: libc::c_int) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; it has no memory effects.
+    unsafe { libc::flock(file.as_raw_fd(), how) == 0 }
+}

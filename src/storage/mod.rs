@@ -3,8 +3,10 @@
 //! Nothing here knows about HTTP. `Store` bundles the parts one data directory holds.
 
 pub mod blobs;
+mod commit;
 pub mod error;
 pub mod fsutil;
+pub mod gc;
 pub mod metadata;
 mod mount;
 pub mod partial;
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobStore;
 pub use error::{Result, StorageError};
+pub use gc::{GcLock, GcOptions, GcReport};
 pub use metadata::{Metadata, Origin};
 pub use partial::Partials;
 pub use uploads::Uploads;

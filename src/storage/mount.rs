@@ -40,9 +40,7 @@ mod tests {
         let mut w = store.uploads.oneshot(Algorithm::Sha256)?;
         w.append(data)?;
         let d = Digest::sha256_of(data);
-        store
-            .uploads
-            .finish_oneshot(&store.meta, &store.blobs, repo, w, &d)?;
+        store.finish_oneshot(repo, w, &d)?;
         Ok((tmp, store, d))
     }
 

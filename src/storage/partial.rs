@@ -32,27 +32,71 @@ impl Partials {
             .join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
     }
 
-    /// A writer positioned after the bytes already downloaded (a new file when none).
+    /// A writer positioned after the bytes already downloaded (a new file when none), claimed
+    /// so garbage collection leaves the file alone while it downloads.
     pub fn writer(&self, digest: &Digest) -> Result<BlobWriter> {
         let path = self.path(digest);
-        if path.exists() {
-            BlobWriter::reopen(path)
+        let writer = if path.exists() {
+            BlobWriter::reopen(path)?
         } else {
-            BlobWriter::create(path, digest.algorithm())
+            BlobWriter::create(path, digest.algorithm())?
+        };
+        if !writer.claim() {
+            return Err(StorageError::Busy(format!(
+                "the download of {digest} is already being written"
+            )));
         }
+        Ok(writer)
     }
 
-    /// Verifies a complete download and moves it into the blob store; returns its size. On a
-    /// digest mismatch the file is deleted so the next attempt starts from zero.
+    /// Removes downloads whose blob arrived another way, and those idle (untouched) since
+    /// `idle_before` that nobody is writing; with `dry_run` only counts them. Returns the files
+    /// and bytes.
+    pub fn sweep(
+        &self,
+        idle_before: std::time::SystemTime,
+        blobs: &BlobStore,
+        dry_run: bool,
+    ) -> Result<(u64, u64)> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| StorageError::io("listing partial downloads", e))?;
+        let (mut files, mut bytes) = (0, 0);
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().replacen('-', ":", 1);
+            let Ok(digest) = name.parse::<Digest>() else {
+                continue;
+            };
+            let Ok(file) = std::fs::File::open(entry.path()) else {
+                continue;
+            };
+            let Ok(meta) = file.metadata() else { continue };
+            let arrived = blobs.size(&digest)?.is_some();
+            let idle = meta.modified().is_ok_and(|m| m < idle_before);
+            // Held while a download writes it; we hold it ourselves while deleting, so a
+            // download starting meanwhile fails to claim it and begins anew.
+            if !(arrived || idle) || !super::fsutil::try_lock(&file) {
+                continue;
+            }
+            if dry_run || std::fs::remove_file(entry.path()).is_ok() {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+        Ok((files, bytes))
+    }
+
+    /// Verifies a complete download and moves it into the blob store with `place` (given the
+    /// file); returns its size. On a digest mismatch the file is deleted so the next attempt
+    /// starts from zero.
     pub fn finish(
         &self,
         mut writer: BlobWriter,
         digest: &Digest,
-        blobs: &BlobStore,
+        place: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<u64> {
         match writer.verify(digest) {
             Ok(size) => {
-                blobs.commit(writer.path(), digest)?;
+                place(writer.path())?;
                 Ok(size)
             }
             Err(e @ StorageError::DigestMismatch { .. }) => {
@@ -94,7 +138,10 @@ mod tests {
         let mut w = partials.writer(&d)?;
         assert_eq!(w.offset(), 5000);
         w.append(&data[5000..])?;
-        assert_eq!(partials.finish(w, &d, &blobs)?, data.len() as u64);
+        assert_eq!(
+            partials.finish(w, &d, |p| blobs.commit(p, &d))?,
+            data.len() as u64
+        );
         assert_eq!(blobs.size(&d)?, Some(data.len() as u64));
         assert!(!partials.path(&d).exists());
         Ok(())
@@ -109,7 +156,7 @@ mod tests {
         let mut w = partials.writer(&d)?;
         w.append(b"something else")?;
         assert!(matches!(
-            partials.finish(w, &d, &blobs),
+            partials.finish(w, &d, |p| blobs.commit(p, &d)),
             Err(StorageError::DigestMismatch { .. })
         ));
         assert!(!partials.path(&d).exists());

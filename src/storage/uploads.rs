@@ -102,8 +102,7 @@ impl Uploads {
             }
             Err(e) => return Err(e),
         };
-        blobs.commit(w.path(), expected)?;
-        meta.link_blob(repo, expected, size)?;
+        meta.place_and_link(repo, expected, size, || blobs.commit(w.path(), expected))?;
         self.forget(meta, id, writer);
         Ok(size)
     }
@@ -140,10 +139,11 @@ impl Uploads {
         mut writer: BlobWriter,
         expected: &Digest,
     ) -> Result<u64> {
-        let result = writer
-            .verify(expected)
-            .and_then(|size| blobs.commit(writer.path(), expected).map(|_| size))
-            .and_then(|size| meta.link_blob(repo, expected, size).map(|_| size));
+        let result = writer.verify(expected).and_then(|size| {
+            let place = || blobs.commit(writer.path(), expected);
+            meta.place_and_link(repo, expected, size, place)
+                .map(|_| size)
+        });
         if result.is_err() {
             writer.discard();
         }

@@ -69,6 +69,12 @@ impl BlobWriter {
         })
     }
 
+    /// Marks the file as being written (an advisory lock), so garbage collection in any
+    /// process leaves it alone; false when someone else already writes it.
+    pub fn claim(&self) -> bool {
+        super::fsutil::try_lock(&self.file)
+    }
+
     /// Where the temporary file lives.
     pub fn path(&self) -> &Path {
         &self.path

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
 use super::local;
 use super::parent::ParentClient;
@@ -235,6 +236,11 @@ impl Engine {
             }
             if let Ok(repo) = RepoName::parse(&name) {
                 local(|| self.store.meta.delete_repository_as(Origin::Sync, &repo))?;
+                let subject = Subject {
+                    repo: repo.as_str(),
+                    ..Subject::default()
+                };
+                audit::record(policy.audit_logs, SyncEvent::RepositoryRemoved, subject);
                 tracing::info!(
                     repo = name.as_str(),
                     "repository no longer in the sync policy: removed here"

@@ -79,10 +79,11 @@ impl SyncService {
         let inflight = self.transfers.fetch(job);
         let (me, repo, digest, i) = (self.clone(), repo.clone(), digest.clone(), inflight.clone());
         self.spawn(async move {
-            if let Ok(size) = i.wait().await {
-                let linked = super::local(|| me.store.meta.link_blob(&repo, &digest, size));
-                if let Err(e) = linked {
-                    tracing::warn!(%digest, error = %e, "could not link a fetched-through blob");
+            if i.wait().await.is_ok() {
+                match super::local(|| me.store.link_stored(&repo, &digest)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::warn!(%digest, "a fetched-through blob was collected before it was linked"),
+                    Err(e) => tracing::warn!(%digest, error = %e, "could not link a fetched-through blob"),
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! Keeping the local replica in step with the parent (DESIGN §6): the sync policy and when sync
 //! runs, the parent client, blob transfers, pull-down, fetch-through and status.
 
+pub mod audit;
 pub mod backoff;
 pub mod engine;
 pub mod error;

@@ -61,12 +61,16 @@ pub struct SyncPolicy {
     pub tags: TagFilter,
     /// Whether referrers (signatures, SBOMs) are synced along with their subjects.
     pub referrers: bool,
+    /// Whether every sync action is logged as an audit line (`sync.audit_logs`).
+    pub audit_logs: bool,
     /// Whether the parent's change feed says when to sync (a connected-registry parent that
     /// defines this registry), rather than a pass every `interval`.
     pub feed: bool,
     /// Log level: set by the root when it defines this registry, else by the command line,
     /// the module twin or the file (`server.log_level`); `None` leaves the startup level.
     pub log_level: Option<String>,
+    /// How garbage collection runs (`[gc]`).
+    pub gc: crate::gc::GcPolicy,
     /// Where change notifications go (`[[notifications]]`; the root may replace the patterns).
     pub notifications: Vec<crate::notify::Endpoint>,
 }
@@ -85,8 +89,10 @@ impl Default for SyncPolicy {
             platforms: Vec::new(),
             tags: TagFilter::default(),
             referrers: true,
+            audit_logs: false,
             feed: false,
             log_level: None,
+            gc: crate::gc::GcPolicy::default(),
             notifications: Vec::new(),
         }
     }
@@ -99,6 +105,8 @@ struct RawRoot {
     mode: Option<String>,
     sync: Option<RawSync>,
     server: Option<RawServer>,
+    /// `[gc]`, read by `gc::policy`.
+    gc: Option<toml::Value>,
     /// `[[notifications]]`, read by `notify::config`.
     notifications: Option<toml::Value>,
 }
@@ -125,6 +133,7 @@ struct RawSync {
     platforms: Option<Vec<String>>,
     tags: Option<RawTags>,
     referrers: Option<bool>,
+    audit_logs: Option<bool>,
 }
 
 /// `sync.tags` as written.
@@ -222,11 +231,13 @@ impl SyncPolicy {
             platforms,
             tags,
             referrers: raw.referrers.unwrap_or(d.referrers),
+            audit_logs: raw.audit_logs.unwrap_or(d.audit_logs),
             log_level: root
                 .server
                 .and_then(|s| s.log_level)
                 .map(log_level)
                 .transpose()?,
+            gc: crate::gc::policy::parse(root.gc)?,
             notifications: crate::notify::config::parse(root.notifications)?,
             ..d
         })

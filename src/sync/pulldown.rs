@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
 
+use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
 use super::local;
 use super::parent::{ParentClient, ParentError};
@@ -92,6 +93,15 @@ impl Puller {
                 if let Ok(t) = Tag::parse(tag) {
                     tracing::info!(repo = %repo.as_str(), tag = %tag, "tag gone at the parent: removed here");
                     local(|| self.store.meta.delete_tag_as(Origin::Sync, repo, &t))?;
+                    let tag = Some(tag.as_str());
+                    self.audit(
+                        SyncEvent::TagDeleted,
+                        Subject {
+                            repo: repo.as_str(),
+                            tag,
+                            ..Subject::default()
+                        },
+                    );
                 }
             }
         }
@@ -125,7 +135,18 @@ impl Puller {
                     .meta
                     .set_tag_if(Origin::Sync, repo, &t, &digest, here.as_deref())
             })?;
-            if !set {
+            if set {
+                let (tag, digest) = (Some(tag), Some(digest.as_str()));
+                self.audit(
+                    SyncEvent::TagSet,
+                    Subject {
+                        repo: repo.as_str(),
+                        tag,
+                        digest,
+                        size: None,
+                    },
+                );
+            } else {
                 tracing::debug!(repo = %repo.as_str(), tag, "tag moved here meanwhile; left for push-up");
             }
         }
@@ -199,6 +220,15 @@ impl Puller {
                     &[],
                 )
             })?;
+            let digest = Some(digest.as_str());
+            self.audit(
+                SyncEvent::ManifestStored,
+                Subject {
+                    repo: repo.as_str(),
+                    digest,
+                    ..Subject::default()
+                },
+            );
             Ok(())
         })
     }
@@ -213,37 +243,57 @@ impl Puller {
         if local(|| self.store.meta.blob_link(repo, &digest))?.is_some() {
             return Ok(());
         }
-        let stored = match local(|| self.store.blobs.size(&digest))? {
-            Some(s) => s,
-            None => {
-                let job = Job {
-                    parent: self.parent.clone(),
-                    repo: repo.as_str().to_owned(),
-                    digest: digest.clone(),
-                    size,
-                    progress: Some(self.progress.clone()),
-                    stop: self.stop.clone(),
-                };
-                let inflight = self.transfers.fetch(job);
-                inflight.wait().await.map_err(|f| {
-                    if f.offline {
-                        SyncError::Parent(ParentError::Unreachable(f.message))
-                    } else {
-                        SyncError::Shared {
-                            code: f.code,
-                            message: f.message,
-                        }
-                    }
-                })?
+        // A blob stored here already is linked in place, checked under the same lock garbage
+        // collection deletes with; one collected meanwhile is downloaded after all.
+        if let Some(stored) = local(|| self.store.blobs.size(&digest))? {
+            check_size(&digest, stored, size)?;
+            if local(|| self.store.link_stored(repo, &digest))?.is_some() {
+                return Ok(());
             }
-        };
-        if size.is_some_and(|s| s != stored) {
-            return Err(SyncError::Invalid(format!(
-                "blob {digest} is {stored} bytes, the manifest says {size:?}"
-            )));
         }
-        local(|| self.store.meta.link_blob(repo, &digest, stored))?;
-        Ok(())
+        let job = Job {
+            parent: self.parent.clone(),
+            repo: repo.as_str().to_owned(),
+            digest: digest.clone(),
+            size,
+            progress: Some(self.progress.clone()),
+            stop: self.stop.clone(),
+        };
+        let inflight = self.transfers.fetch(job);
+        let stored = inflight.wait().await.map_err(|f| {
+            if f.offline {
+                SyncError::Parent(ParentError::Unreachable(f.message))
+            } else {
+                SyncError::Shared {
+                    code: f.code,
+                    message: f.message,
+                }
+            }
+        })?;
+        check_size(&digest, stored, size)?;
+        match local(|| self.store.link_stored(repo, &digest))? {
+            Some(_) => {
+                let (d, size) = (Some(digest.as_str()), Some(stored));
+                self.audit(
+                    SyncEvent::BlobDownloaded,
+                    Subject {
+                        repo: repo.as_str(),
+                        digest: d,
+                        size,
+                        tag: None,
+                    },
+                );
+                Ok(())
+            }
+            None => Err(SyncError::Invalid(format!(
+                "blob {digest} was removed before it could be linked; it is fetched again next pass"
+            ))),
+        }
+    }
+
+    /// Writes a sync audit line when the policy asks for them.
+    fn audit(&self, event: SyncEvent, subject: Subject<'_>) {
+        audit::record(self.policy.audit_logs, event, subject);
     }
 
     /// Mirrors the referrers (signatures, SBOMs) of `subject`: the referrers API, or the
@@ -304,4 +354,14 @@ impl Puller {
         }
         Ok(())
     }
+}
+
+/// Refuses a blob whose stored size is not the one the manifest gives.
+fn check_size(digest: &Digest, stored: u64, size: Option<u64>) -> Result<(), SyncError> {
+    if size.is_some_and(|s| s != stored) {
+        return Err(SyncError::Invalid(format!(
+            "blob {digest} is {stored} bytes, the manifest says {size:?}"
+        )));
+    }
+    Ok(())
 }

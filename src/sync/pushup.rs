@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
 use super::local;
 use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, UploadSession};
@@ -110,21 +111,45 @@ impl Pusher {
         self.status.append_detail(DetailCode::MessageExpired, msg);
     }
 
-    /// Sends one change.
+    /// Sends one change, with an audit line when the policy asks for them.
     async fn send(&self, repo: &RepoName, ev: &Event) -> Result<(), SyncError> {
         let Ok(digest) = ev.digest.parse::<Digest>() else {
             return Ok(());
         };
+        self.send_one(repo, ev, &digest).await?;
+        let event = match ev.action.as_str() {
+            "manifest_put" => SyncEvent::ManifestPushed,
+            "tag_set" => SyncEvent::TagPushed,
+            "tag_delete" | "manifest_delete" => SyncEvent::DeletePushed,
+            _ => return Ok(()),
+        };
+        let subject = Subject {
+            repo: repo.as_str(),
+            tag: ev.tag.as_deref(),
+            digest: Some(digest.as_str()),
+            size: None,
+        };
+        audit::record(self.policy.audit_logs, event, subject);
+        Ok(())
+    }
+
+    /// Sends one change by its action.
+    async fn send_one(
+        &self,
+        repo: &RepoName,
+        ev: &Event,
+        digest: &Digest,
+    ) -> Result<(), SyncError> {
         match (ev.action.as_str(), ev.tag.as_deref()) {
-            ("manifest_put", _) => self.push_manifest(repo, &digest, 0).await,
+            ("manifest_put", _) => self.push_manifest(repo, digest, 0).await,
             ("tag_set", Some(tag)) => {
-                self.push_tag(repo, tag, &digest, ev.previous.as_deref())
+                self.push_tag(repo, tag, digest, ev.previous.as_deref())
                     .await
             }
             ("tag_delete", Some(tag)) => {
                 // A manifest deleted here logs its tags' deletes first; the manifest delete that
                 // follows removes them at the parent too, so a refusal here is no news.
-                let gone = self.local_manifest(repo, &digest)?.is_none();
+                let gone = self.local_manifest(repo, digest)?.is_none();
                 self.delete(repo, tag, !gone).await
             }
             ("manifest_delete", _) => self.delete(repo, digest.as_str(), true).await,

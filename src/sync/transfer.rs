@@ -255,8 +255,7 @@ impl Transfers {
                 }
             }
         }
-        let store = &self.store;
-        let size = super::local(|| store.partials.finish(writer, &job.digest, &store.blobs))?;
+        let size = super::local(|| self.store.finish_download(writer, &job.digest))?;
         if total.is_some_and(|t| t != size) {
             return Err(SyncError::Invalid(format!(
                 "blob {} is {size} bytes, the parent announced {total:?}",

@@ -82,9 +82,7 @@ pub async fn start(
             Ok(_) => {
                 on_writer(&mut slot, move |w| {
                     let w = w.take().ok_or(StorageError::UploadUnknown)?;
-                    store
-                        .uploads
-                        .finish_oneshot(&store.meta, &store.blobs, &repo, w, &d)
+                    store.finish_oneshot(&repo, w, &d)
                 })
                 .await?;
                 tracing::info!(repository = %name, digest = %digest, "blob uploaded");
@@ -205,12 +203,7 @@ pub async fn finish(
         digest.clone(),
         id.clone(),
     );
-    on_writer(&mut slot, move |w| {
-        store
-            .uploads
-            .finish(&store.meta, &store.blobs, &repo, &sid, w, &d)
-    })
-    .await?;
+    on_writer(&mut slot, move |w| store.finish_upload(&repo, &sid, w, &d)).await?;
     tracing::info!(repository = %name, digest = %digest, "blob uploaded");
     Ok(created(req, &name, &digest))
 }
@@ -236,7 +229,7 @@ pub async fn cancel(
     let mut slot = lock_session(state, &name, &id).await?;
     let store = state.store.clone();
     on_writer(&mut slot, move |w| {
-        store.uploads.cancel(&store.meta, &id, w);
+        store.cancel_upload(&id, w);
         Ok(())
     })
     .await?;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// The connection string's member.
 pub const CONNECTION_STRING: &str = "connectionString";
 /// Top-level members that are policy keys of the file.
-const POLICY_KEYS: [&str; 3] = ["mode", "sync", "notifications"];
+const POLICY_KEYS: [&str; 4] = ["mode", "sync", "gc", "notifications"];
 /// The `server` keys that may change while the registry runs.
 const LIVE_SERVER_KEYS: [&str; 1] = ["log_level"];
 
@@ -55,7 +55,7 @@ impl DesiredConfig {
                 other => {
                     return Err(format!(
                         "unknown desired property '{}' (expected {CONNECTION_STRING}, mode, \
-                         sync, notifications or server)",
+                         sync, gc, notifications or server)",
                         crate::registry::echo(other)
                     ))
                 }

@@ -41,6 +41,8 @@ pub enum Origin {
     Client,
     /// Sync, mirroring the parent.
     Sync,
+    /// Garbage collection (the untagged retention); never pushed up.
+    Gc,
 }
 
 impl Origin {
@@ -49,14 +51,15 @@ impl Origin {
         match self {
             Origin::Client => "client",
             Origin::Sync => "sync",
+            Origin::Gc => "gc",
         }
     }
 
     fn parse(s: &str) -> Self {
-        if s == "sync" {
-            Origin::Sync
-        } else {
-            Origin::Client
+        match s {
+            "sync" => Origin::Sync,
+            "gc" => Origin::Gc,
+            _ => Origin::Client,
         }
     }
 }

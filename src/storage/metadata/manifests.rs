@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::events::{append, NewEvent, Origin};
+use super::refs::{blobs_referenced, release_refs, tags_changed};
 use super::repos::{ensure_repo, linked_size, repo_id};
 use super::Metadata;
 use crate::registry::{Digest, ParsedManifest, Reference, RepoName, Tag};
@@ -93,8 +94,9 @@ impl Metadata {
             let inserted = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO manifests
-                     (repo_id, digest, media_type, size, subject, artifact_type, annotations, created)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     (repo_id, digest, media_type, size, subject, artifact_type, annotations, created,
+                      untagged_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
                 )?
                 .execute(params![
                     id,
@@ -117,6 +119,8 @@ impl Metadata {
                 for child in manifest.child_manifests() {
                     refs.execute(params![id, digest.as_str(), child.digest.as_str(), "manifest"])?;
                 }
+                let blobs = manifest.config.iter().chain(manifest.layers.iter());
+                blobs_referenced(tx, id, blobs.map(|b| b.digest.as_str()))?;
                 append(
                     tx,
                     NewEvent {
@@ -216,10 +220,7 @@ impl Metadata {
             if n == 0 {
                 return Err(unknown());
             }
-            tx.execute(
-                "DELETE FROM manifest_refs WHERE repo_id = ?1 AND parent = ?2",
-                params![id, digest.as_str()],
-            )?;
+            release_refs(tx, id, digest.as_str())?;
             manifest_gone(tx, repo, digest.as_str(), origin)
         })
     }
@@ -300,6 +301,7 @@ pub(super) fn delete_tag_row(
         "DELETE FROM tags WHERE repo_id = ?1 AND name = ?2",
         params![id, tag],
     )?;
+    tags_changed(tx, id, digest)?;
     append(
         tx,
         NewEvent {
@@ -340,6 +342,10 @@ pub(super) fn set_tag_row(
          ON CONFLICT (repo_id, name) DO UPDATE SET digest = ?3, updated = ?4",
     )?
     .execute(params![id, tag, target.digest, now_secs()])?;
+    tags_changed(tx, id, target.digest)?;
+    if let Some(previous) = previous.filter(|p| *p != target.digest) {
+        tags_changed(tx, id, previous)?;
+    }
     append(
         tx,
         NewEvent {

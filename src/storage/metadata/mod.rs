@@ -6,8 +6,10 @@
 
 mod access;
 mod events;
+mod gc;
 mod hierarchy;
 mod manifests;
+mod refs;
 mod repos;
 mod schema;
 mod state_key;

@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::refs::link_touched;
 use super::Metadata;
 use crate::registry::{Digest, RepoName};
 use crate::storage::error::Result;
@@ -34,14 +35,19 @@ pub(super) fn ensure_repo(conn: &Connection, repo: &RepoName) -> Result<i64> {
     Ok(conn.last_insert_rowid())
 }
 
-/// Links a blob into a repository (creating the repository on first use); idempotent.
+/// Links a blob into a repository (creating the repository on first use); idempotent. A link
+/// no manifest references yet starts its grace now, and a download's hold on the blob ends:
+/// the link keeps it from here on.
 fn insert_link(conn: &Connection, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
     let id = ensure_repo(conn, repo)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO blob_links (repo_id, digest, size, created)
          VALUES (?1, ?2, ?3, ?4)",
-        params![id, digest.as_str(), size as i64, now_secs()],
-    )?;
+    )?
+    .execute(params![id, digest.as_str(), size as i64, now_secs()])?;
+    link_touched(conn, id, digest.as_str())?;
+    conn.prepare_cached("DELETE FROM blob_holds WHERE digest = ?1")?
+        .execute([digest.as_str()])?;
     Ok(())
 }
 
@@ -58,9 +64,56 @@ pub(super) fn linked_size(conn: &Connection, repo_id: i64, digest: &Digest) -> R
 }
 
 impl Metadata {
-    /// Lets `repo` serve the blob (creating the repository on first use).
-    pub fn link_blob(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        self.write(|tx| insert_link(tx, repo, digest, size))
+    /// Lets `repo` serve the blob if `present` (run under the write lock, which garbage
+    /// collection also takes to delete a file) finds its file; the size when it did. So a link
+    /// never points at a file a collection pass removed meanwhile.
+    pub fn link_if_present(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        present: impl FnOnce() -> Result<Option<u64>>,
+    ) -> Result<Option<u64>> {
+        self.write(|tx| {
+            let size = present()?;
+            if let Some(size) = size {
+                insert_link(tx, repo, digest, size)?;
+            }
+            Ok(size)
+        })
+    }
+
+    /// Runs `place` (which moves a verified blob file into place) and links the blob into
+    /// `repo` in one write transaction, so no collection pass can see the file unlinked.
+    pub fn place_and_link(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        place: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            place()?;
+            insert_link(tx, repo, digest, size)
+        })
+    }
+
+    /// Runs `place` (which moves a downloaded blob file into place) and holds the blob until
+    /// `until` (Unix seconds) or its first link, whichever comes first, in one transaction.
+    pub fn place_and_hold(
+        &self,
+        digest: &Digest,
+        until: i64,
+        place: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        self.write(|tx| {
+            place()?;
+            tx.prepare_cached(
+                "INSERT INTO blob_holds (digest, keep_until) VALUES (?1, ?2)
+                 ON CONFLICT (digest) DO UPDATE SET keep_until = max(keep_until, ?2)",
+            )?
+            .execute(params![digest.as_str(), until])?;
+            Ok(())
+        })
     }
 
     /// Links `digest` into `target` when `from` links it, in one transaction; the size when it did.

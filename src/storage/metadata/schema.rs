@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 4;
+const VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -140,8 +140,33 @@ CREATE TABLE hierarchy_generation (
 INSERT INTO hierarchy_generation (id, value) VALUES (1, 0);
 ";
 
+/// Version 5: reference state for online garbage collection, kept in the same transactions as
+/// links, manifests and tags. A link whose blob no manifest of its repository references carries
+/// the time it became unreferenced (it lapses after the grace); a manifest no tag points at
+/// carries the time it lost its last tag (for the untagged retention); a blob a download just
+/// moved into place is held until its first link (or the hold expires). Existing unreferenced
+/// links and untagged manifests start their clocks at the upgrade.
+const V5: &str = "
+ALTER TABLE blob_links ADD COLUMN unref_since INTEGER;
+UPDATE blob_links SET unref_since = CAST(strftime('%s', 'now') AS INTEGER)
+ WHERE NOT EXISTS (SELECT 1 FROM manifest_refs r
+                   WHERE r.repo_id = blob_links.repo_id AND r.child = blob_links.digest
+                     AND r.kind = 'blob');
+CREATE INDEX blob_links_unref ON blob_links(unref_since) WHERE unref_since IS NOT NULL;
+ALTER TABLE manifests ADD COLUMN untagged_since INTEGER;
+UPDATE manifests SET untagged_since = CAST(strftime('%s', 'now') AS INTEGER)
+ WHERE NOT EXISTS (SELECT 1 FROM tags t
+                   WHERE t.repo_id = manifests.repo_id AND t.digest = manifests.digest);
+CREATE INDEX manifests_untagged ON manifests(untagged_since) WHERE untagged_since IS NOT NULL;
+CREATE INDEX manifest_refs_child ON manifest_refs(repo_id, child);
+CREATE TABLE blob_holds (
+    digest     TEXT PRIMARY KEY,
+    keep_until INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
 /// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; 4] = [V1, V2, V3, V4];
+const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
 
 /// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
 /// the version inside its own write transaction, so two processes opening a fresh data directory

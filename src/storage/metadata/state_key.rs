@@ -20,6 +20,10 @@ pub enum StateKey<'a> {
     EdgeTwin,
     /// The last trust bundle the IoT Edge workload API gave.
     EdgeTrustBundle,
+    /// The last garbage-collection pass's report (JSON).
+    GcLastPass,
+    /// What every garbage-collection pass freed, added up (JSON), for the metrics.
+    GcTotals,
     /// A repository's push-up cursor (last event sequence sent).
     PushCursor(&'a str),
     /// An upload to the parent in progress (JSON session), by repository and blob digest.
@@ -71,6 +75,8 @@ impl StateKey<'_> {
             StateKey::HierarchyInstance => "hierarchy:instance",
             StateKey::EdgeTwin => "edge:twin",
             StateKey::EdgeTrustBundle => "edge:trust-bundle",
+            StateKey::GcLastPass => "gc:last-pass",
+            StateKey::GcTotals => "gc:totals",
             StateKey::PushCursor(repo) => return prefixed(StatePrefix::PushCursor, repo),
             StateKey::Upload { repo, digest } => {
                 return prefixed(StatePrefix::Upload, &format!("{repo}@{digest}"))
@@ -101,6 +107,8 @@ mod tests {
             (StateKey::HierarchyInstance, "hierarchy:instance"),
             (StateKey::EdgeTwin, "edge:twin"),
             (StateKey::EdgeTrustBundle, "edge:trust-bundle"),
+            (StateKey::GcLastPass, "gc:last-pass"),
+            (StateKey::GcTotals, "gc:totals"),
             (StateKey::PushCursor("a/b"), "pushed:a/b"),
             (
                 StateKey::Upload {

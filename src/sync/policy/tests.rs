@@ -28,6 +28,9 @@ fn defaults() {
     assert_eq!(p.max_parallel, 4);
     assert_eq!(p.bandwidth_limit, None);
     assert!(p.referrers);
+    assert!(!p.audit_logs);
+    assert!(sync("audit_logs = true").unwrap().audit_logs);
+    assert!(sync("audit_logs = \"yes\"").is_err());
     assert!(p.tag_selected("anything") && p.platform_selected("linux", "s390x", None));
     assert_eq!(sync("").unwrap(), SyncPolicy::default());
 }

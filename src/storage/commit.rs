@@ -1,0 +1,58 @@
+//! The multi-step operations that make a verified blob servable. Each moves the file into place
+//! and records it in one metadata transaction, which garbage collection also needs before it
+//! deletes a file, so a pass can never see a committed blob as unreferenced.
+
+use super::fsutil::now_secs;
+use super::writer::BlobWriter;
+use super::{Result, Store};
+use crate::registry::{Digest, RepoName};
+
+/// How long a downloaded blob is kept before its first link (the waiters link it at once; this
+/// only matters when the process stops in between).
+const DOWNLOAD_HOLD_SECS: i64 = 3600;
+
+impl Store {
+    /// Verifies a one-request upload and links it into `repo`; the size.
+    pub fn finish_oneshot(
+        &self,
+        repo: &RepoName,
+        writer: BlobWriter,
+        expected: &Digest,
+    ) -> Result<u64> {
+        self.uploads
+            .finish_oneshot(&self.meta, &self.blobs, repo, writer, expected)
+    }
+
+    /// Verifies upload session `id` and links it into `repo`; the size.
+    pub fn finish_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        session: &mut Option<BlobWriter>,
+        expected: &Digest,
+    ) -> Result<u64> {
+        self.uploads
+            .finish(&self.meta, &self.blobs, repo, id, session, expected)
+    }
+
+    /// Cancels upload session `id` and deletes its data.
+    pub fn cancel_upload(&self, id: &str, session: &mut Option<BlobWriter>) {
+        self.uploads.cancel(&self.meta, id, session);
+    }
+
+    /// Verifies a finished download and moves it into the blob store, held until a repository
+    /// links it; the size.
+    pub fn finish_download(&self, writer: BlobWriter, digest: &Digest) -> Result<u64> {
+        let until = now_secs() + DOWNLOAD_HOLD_SECS;
+        self.partials.finish(writer, digest, |path| {
+            self.meta
+                .place_and_hold(digest, until, || self.blobs.commit(path, digest))
+        })
+    }
+
+    /// Links a stored blob into `repo` if its file is there; the size when it was.
+    pub fn link_stored(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        self.meta
+            .link_if_present(repo, digest, || self.blobs.size(digest))
+    }
+}
