@@ -72,7 +72,7 @@ fn pass(args: RunArgs) -> Result<String, String> {
     } else {
         settings.data_dir.clone()
     };
-    let store = Store::open(&data_dir).map_err(|e| e.to_string())?;
+    let store = Store::open_beside(&data_dir).map_err(|e| e.to_string())?;
     let (policy, has_parent) = policy_in_force(&store, &settings)?;
     let options = gc::options(&policy, settings.upload_max_age, has_parent, args.dry_run);
     let report = match gc::run_pass(&store, &options, false) {

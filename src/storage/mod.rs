@@ -40,6 +40,20 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and tidies what a crash left behind.
     pub fn open(data_dir: &Path) -> Result<Self> {
+        let store = Self::open_beside(data_dir)?;
+        let orphans = store.uploads.remove_orphans(&store.meta)?;
+        if orphans > 0 {
+            tracing::info!(
+                orphans,
+                "removed unfinished upload files left by a previous run"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Opens the store in `data_dir` without tidying, for a command that runs beside a server
+    /// on the same directory (whose one-request uploads in flight look like leftovers).
+    pub fn open_beside(data_dir: &Path) -> Result<Self> {
         // Absolute from here on, so the directory stays the same whatever the process does later
         // and every log line and message names it unambiguously.
         let data_dir = &std::path::absolute(data_dir)
@@ -50,13 +64,6 @@ impl Store {
         let meta = Metadata::open(data_dir)?;
         let uploads = Uploads::open(data_dir)?;
         let partials = Partials::open(data_dir)?;
-        let orphans = uploads.remove_orphans(&meta)?;
-        if orphans > 0 {
-            tracing::info!(
-                orphans,
-                "removed unfinished upload files left by a previous run"
-            );
-        }
         Ok(Store {
             root: data_dir.to_path_buf(),
             blobs,
