@@ -212,9 +212,7 @@ pub fn scope_map(d: DataDir, cmd: ScopeMapCmd) -> ExitCode {
         ScopeMapCmd::Show { name } => finish(admin::show_scope_map(&meta, &name), "ok"),
         ScopeMapCmd::List => finish(admin::list_scope_maps(&meta), "ok"),
         ScopeMapCmd::Delete { name, .. } => finish(
-            meta.delete_scope_map(&name)
-                .map(|_| serde_json::Value::Null)
-                .map_err(AuthError::from),
+            admin::delete_scope_map(&meta, &name),
             &format!("scope map '{name}' deleted"),
         ),
     }
@@ -253,9 +251,7 @@ pub fn token(d: DataDir, cmd: TokenCmd) -> ExitCode {
         TokenCmd::Show { name } => finish(admin::show_token(&meta, &name), "ok"),
         TokenCmd::List => finish(admin::list_tokens(&meta), "ok"),
         TokenCmd::Delete { name, .. } => finish(
-            meta.delete_token(&name)
-                .map(|_| serde_json::Value::Null)
-                .map_err(AuthError::from),
+            admin::delete_token(&meta, &name),
             &format!("token '{name}' deleted"),
         ),
         TokenCmd::Credential(CredentialCmd::Generate {

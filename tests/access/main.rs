@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod changes;
 mod hostile;
 mod live;
 mod matrix;
