@@ -48,6 +48,12 @@ pub struct SyncArgs {
     /// Debug, Information, Warning, Error or None [default: Information].
     #[arg(long)]
     log_level: Option<String>,
+    /// Whether scheduled garbage collection runs there [default: true].
+    #[arg(long)]
+    gc_enabled: Option<bool>,
+    /// Cron schedule of its garbage collection, UTC [default: "0 0 * * *"].
+    #[arg(long)]
+    gc_schedule: Option<String>,
 }
 
 impl From<SyncArgs> for SyncFlags {
@@ -58,6 +64,8 @@ impl From<SyncArgs> for SyncFlags {
             message_ttl: a.sync_message_ttl,
             interval: a.sync_interval,
             log_level: a.log_level,
+            gc_enabled: a.gc_enabled,
+            gc_schedule: a.gc_schedule,
         }
     }
 }

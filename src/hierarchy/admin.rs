@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::definition::{
-    parse_mode, sync_scope_map_name, sync_token_name, Definition, SyncProperties, DEFAULT_LOG_LEVEL,
+    parse_mode, sync_scope_map_name, sync_token_name, Definition, GcProperties, SyncProperties,
+    DEFAULT_LOG_LEVEL,
 };
 use super::family::{Family, Member};
 use super::report::effective_state;
@@ -50,6 +51,10 @@ pub struct SyncFlags {
     pub interval: Option<String>,
     /// `--log-level`.
     pub log_level: Option<String>,
+    /// `--gc-enabled`.
+    pub gc_enabled: Option<bool>,
+    /// `--gc-schedule`.
+    pub gc_schedule: Option<String>,
 }
 
 /// `update`'s arguments.
@@ -76,6 +81,15 @@ fn not_found(name: &str) -> HierarchyError {
         "The connected registry '{}' could not be found.",
         crate::registry::echo(name)
     ))
+}
+
+fn apply_gc(g: &mut GcProperties, f: &SyncFlags) {
+    if let Some(v) = f.gc_enabled {
+        g.enabled = v;
+    }
+    if let Some(v) = &f.gc_schedule {
+        g.schedule = v.clone();
+    }
 }
 
 fn apply_sync(s: &mut SyncProperties, log_level: &mut String, f: &SyncFlags) {
@@ -224,9 +238,11 @@ pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
         log_level: DEFAULT_LOG_LEVEL.to_owned(),
         client_tokens: dedup(&spec.client_tokens),
         notifications: dedup(&spec.notifications),
+        garbage_collection: GcProperties::default(),
         deactivations: 0,
     };
     apply_sync(&mut d.sync, &mut d.log_level, &spec.sync);
+    apply_gc(&mut d.garbage_collection, &spec.sync);
     d.validate()?;
     let repos = d.repositories.clone();
     family.put(d);
@@ -257,6 +273,7 @@ pub fn update(meta: &Metadata, name: &str, c: &Changes) -> Result<Value, Hierarc
         .clone();
     check_client_tokens(meta, &c.add_client_tokens)?;
     apply_sync(&mut d.sync, &mut d.log_level, &c.sync);
+    apply_gc(&mut d.garbage_collection, &c.sync);
     edit_list(
         &mut d.client_tokens,
         &c.add_client_tokens,
@@ -545,6 +562,7 @@ pub fn resource(m: &Member, offline_after: Duration, now: i64) -> Value {
         "clientTokenIds": d.client_tokens,
         "notificationsList": d.notifications,
         "logging": {"logLevel": d.log_level, "auditLogStatus": "Disabled"},
+        "garbageCollection": d.garbage_collection,
         "activation": {"status": if m.activation.instance.is_some() { "Active" } else { "Inactive" }},
         "connectionState": state,
         "lastActivityTime": m.heard.map(crate::auth::admin::rfc3339),

@@ -74,6 +74,28 @@ pub struct Definition {
     /// was active, so another may activate.
     #[serde(default)]
     pub deactivations: u64,
+    /// Its scheduled garbage collection.
+    #[serde(default)]
+    pub garbage_collection: GcProperties,
+}
+
+/// Scheduled garbage collection as ACR names it (`garbageCollection`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcProperties {
+    /// Whether scheduled passes run.
+    pub enabled: bool,
+    /// When they run (cron, UTC).
+    pub schedule: String,
+}
+
+impl Default for GcProperties {
+    fn default() -> Self {
+        GcProperties {
+            enabled: true,
+            schedule: crate::gc::policy::DEFAULT_SCHEDULE.to_owned(),
+        }
+    }
 }
 
 /// The sync token ACR creates for a connected registry.
@@ -199,7 +221,10 @@ impl Definition {
             .map_err(|e| {
                 HierarchyError::Invalid(format!("argument error: --notifications: {e}"))
             })?;
+        let gc_schedule = Schedule::new(&self.garbage_collection.schedule, Duration::from_secs(1))
+            .map_err(|m| HierarchyError::Invalid(format!("argument error: --gc-schedule: {m}")))?;
         Ok(Overlay {
+            gc: (self.garbage_collection.enabled, gc_schedule),
             notifications,
             mode: parse_mode(&self.mode)?,
             repositories,
@@ -226,6 +251,7 @@ mod tests {
             client_tokens: vec![],
             notifications: vec![],
             deactivations: 0,
+            garbage_collection: GcProperties::default(),
         }
     }
 
@@ -275,5 +301,27 @@ mod tests {
             e.contains("--notifications") && e.contains("hello-world:pull"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn garbage_collection_travels_in_the_overlay() {
+        let mut d = def("child1");
+        let o = d.overlay().unwrap();
+        assert!(o.gc.0);
+        assert_eq!(o.gc.1.pattern(), "0 0 * * *");
+        d.garbage_collection = GcProperties {
+            enabled: false,
+            schedule: "30 2 * * 0".into(),
+        };
+        let o = d.overlay().unwrap();
+        assert_eq!((o.gc.0, o.gc.1.pattern()), (false, "30 2 * * 0"));
+        // Definitions written before garbage collection existed read with its defaults.
+        let mut old = serde_json::to_value(def("child2")).unwrap();
+        old.as_object_mut().unwrap().remove("garbageCollection");
+        let read: Definition = serde_json::from_value(old).unwrap();
+        assert_eq!(read.garbage_collection, GcProperties::default());
+        d.garbage_collection.schedule = "every day".into();
+        let e = d.validate().unwrap_err().to_string();
+        assert!(e.contains("--gc-schedule"), "{e}");
     }
 }

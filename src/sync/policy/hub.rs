@@ -51,6 +51,9 @@ pub struct Overlay {
     pub log_level: String,
     /// Its notification patterns (`--notifications`); empty: the root defines none.
     pub notifications: Vec<crate::notify::Pattern>,
+    /// Whether scheduled garbage collection runs there (`--gc-enabled`), and when
+    /// (`--gc-schedule`); the grace and retention stay the registry's own.
+    pub gc: (bool, Schedule),
 }
 
 /// The sources fixed when the process starts (command line and environment).
@@ -94,6 +97,7 @@ fn merge(s: &Sources) -> SyncPolicy {
         p.message_ttl = o.message_ttl;
         p.log_level = Some(o.log_level.clone());
         p.feed = true;
+        (p.gc.enabled, p.gc.schedule) = o.gc.clone();
         if !o.notifications.is_empty() {
             for e in &mut p.notifications {
                 e.patterns = o.notifications.clone();
@@ -241,6 +245,10 @@ mod tests {
             message_ttl: Duration::from_secs(9),
             log_level: "Debug".into(),
             notifications: Vec::new(),
+            gc: (
+                false,
+                Schedule::new("0 3 * * *", Duration::from_secs(1)).unwrap(),
+            ),
         }));
         assert!(rx.has_changed().unwrap());
         let p = rx.borrow_and_update().clone();
@@ -252,6 +260,13 @@ mod tests {
             "the file keeps what the root does not define"
         );
         assert!(p.feed);
+        assert!(!p.gc.enabled, "the root turns scheduled collection off");
+        assert_eq!(p.gc.schedule.pattern(), "0 3 * * *");
+        assert_eq!(
+            p.gc.grace,
+            crate::gc::policy::DEFAULT_GRACE,
+            "the grace stays local"
+        );
         hub.set_file(file).unwrap();
         assert!(
             !rx.has_changed().unwrap(),
@@ -334,6 +349,7 @@ mod tests {
             message_ttl: Duration::from_secs(60),
             log_level: "Information".into(),
             notifications: vec![crate::notify::Pattern::parse("web/*:v*:delete").unwrap()],
+            gc: (true, crate::gc::GcPolicy::default().schedule),
         };
         hub.set_parent(Some(overlay.clone()));
         let p = hub.current();
