@@ -11,6 +11,7 @@ mod content;
 mod http;
 mod load;
 mod mirror;
+mod operations;
 mod proc;
 mod relay;
 mod report;
@@ -202,6 +203,8 @@ fn main() {
         println!("{k}: {v}");
     }
     let mut report = Report::default();
+    let results = target.join("bench").join("results.md");
+    let previous_get = operations::previous_ours(&results, scenarios::MANIFEST_GET_ROW);
 
     println!("== single server: reference (docker-registry) then connected-registry, alternating");
     let mut pair = [
@@ -217,6 +220,7 @@ fn main() {
     rss_now(&pair, "manifest load");
     scenarios::tags_list(&mut pair, &cfg, &mut report);
     rss_now(&pair, "tags/list");
+    operations::metrics_cost(&mut pair[1], &cfg, &mut report, previous_get);
     let [r, o] = pair
         .each_ref()
         .map(|s| proc::peak_rss(s.pid()) as f64 / proc::MIB);
@@ -238,13 +242,16 @@ fn main() {
     println!("== a child defined by a connected-registry parent (the tree)");
     tree::tree(&bin, run.path(), &cfg, &mut report);
 
+    println!("== garbage collection");
+    operations::gc_pass(&bin, run.path(), &cfg, &mut report);
+
     let took = started.elapsed();
     header.push((
         "run time".to_owned(),
         format!("{:.0} s", took.as_secs_f64()),
     ));
     println!("\n{}", report.text());
-    let out = target.join("bench").join("results.md");
+    let out = results;
     report.write(&out, &header);
     println!(
         "written to {} ({mode} run, {:.0} s)",

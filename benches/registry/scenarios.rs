@@ -17,11 +17,13 @@ use crate::Config;
 /// Repository the blob push and pull use.
 const BLOB_REPO: &str = "bench/blobs";
 /// Repository the manifest requests use.
-const APP_REPO: &str = "bench/app";
+pub const APP_REPO: &str = "bench/app";
 /// Repository with many tags.
 const TAGS_REPO: &str = "bench/tags";
 /// Concurrency of the manifest and tags/list load.
-const CONCURRENCY: usize = 16;
+pub const CONCURRENCY: usize = 16;
+/// The manifest GET row's name (the operations rows compare against it).
+pub const MANIFEST_GET_ROW: &str = "manifest GET by tag, 16 clients";
 
 /// The median of some figures (NaN for none).
 pub fn median(mut v: Vec<f64>) -> f64 {

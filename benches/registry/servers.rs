@@ -163,6 +163,17 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The server's own directory (its configuration and data).
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the process, keeping its directory (for offline tools).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Process id, for `/proc` figures.
     pub fn pid(&self) -> u32 {
         self.child.id()
