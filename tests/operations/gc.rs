@@ -100,16 +100,28 @@ fn a_pass_frees_exactly_the_unreferenced_blobs() {
     push("b", "app:v2");
     push("c", "other:v1");
     push("b", "app:v1"); // re-tagged: v1 moves from a to b; a keeps `latest`
-    // Deleting `a` (by digest, with its tag) frees its config and its own layer; the shared
-    // layer stays for `b`. Deleting `c` frees its config and layer.
-    skopeo.run(&["delete", "--tls-verify=false", &format!("docker://{}/app:latest", reg.host())]);
-    skopeo.run(&["delete", "--tls-verify=false", &format!("docker://{}/other:v1", reg.host())]);
+                         // Deleting `a` (by digest, with its tag) frees its config and its own layer; the shared
+                         // layer stays for `b`. Deleting `c` frees its config and layer.
+    skopeo.run(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{}/app:latest", reg.host()),
+    ]);
+    skopeo.run(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{}/other:v1", reg.host()),
+    ]);
     let gone: Vec<&oci::Blob> = [&a.blobs[0], &a.blobs[2], &c.blobs[0], &c.blobs[1]].into();
     let expected: u64 = gone.iter().map(|b| b.bytes.len() as u64).sum();
     // Partial downloads nobody wants: one whose blob is stored, one left idle.
     let partial = reg.data.join("partial");
     let hex = |d: &str| d.trim_start_matches("sha256:").to_owned();
-    std::fs::write(partial.join(format!("sha256-{}", hex(&b.blobs[1].digest))), b"x").unwrap();
+    std::fs::write(
+        partial.join(format!("sha256-{}", hex(&b.blobs[1].digest))),
+        b"x",
+    )
+    .unwrap();
     std::fs::write(partial.join(format!("sha256-{}", "ab".repeat(32))), b"half").unwrap();
 
     let dry = gc_run(&reg, &["--dry-run"]);
@@ -125,7 +137,10 @@ fn a_pass_frees_exactly_the_unreferenced_blobs() {
     for key in ["blobs", "bytes", "manifests", "links"] {
         assert_eq!(dry[key], report[key], "dry run's {key}: {dry}");
     }
-    assert!(std::fs::read_dir(&partial).unwrap().next().is_none(), "partials left");
+    assert!(
+        std::fs::read_dir(&partial).unwrap().next().is_none(),
+        "partials left"
+    );
     // A second pass finds nothing more.
     assert_eq!(gc_run(&reg, &[])["blobs"], 0);
 
@@ -142,17 +157,26 @@ fn a_pass_frees_exactly_the_unreferenced_blobs() {
         .send()
         .and_then(|r| r.json())
         .unwrap_or_else(|e| panic!("status: {e}"));
-    assert_eq!(status["garbageCollection"]["lastPass"]["blobs"], 0, "{status}");
+    assert_eq!(
+        status["garbageCollection"]["lastPass"]["blobs"], 0,
+        "{status}"
+    );
     let metrics = common::http()
         .get(format!("{}/acr/v1/metrics", reg.url()))
         .send()
         .and_then(|r| r.text())
         .unwrap_or_default();
     assert!(
-        metrics.contains(&format!("connected_registry_gc_freed_bytes_total {}", expected + 5)),
+        metrics.contains(&format!(
+            "connected_registry_gc_freed_bytes_total {}",
+            expected + 5
+        )),
         "{metrics}"
     );
-    assert!(metrics.contains("connected_registry_gc_passes_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("connected_registry_gc_passes_total 2"),
+        "{metrics}"
+    );
 }
 
 /// What the pushing clients got acknowledged, and what they deleted since.
@@ -276,6 +300,10 @@ fn kill_during_a_pass_loses_nothing_referenced() {
     let report = gc_run(&reg, &[]);
     assert!(report["blobs"].as_u64().unwrap_or(0) > 0, "{report}");
     let referenced: u64 = kept.blobs.iter().map(|b| b.bytes.len() as u64).sum();
-    assert_eq!(blob_bytes(&reg.data), referenced, "only the kept image's blobs remain");
+    assert_eq!(
+        blob_bytes(&reg.data),
+        referenced,
+        "only the kept image's blobs remain"
+    );
     verify(&reg, "keep", "v1", &kept);
 }

@@ -147,6 +147,7 @@ INSERT INTO hierarchy_generation (id, value) VALUES (1, 0);
 /// moved into place is held until its first link (or the hold expires). Existing unreferenced
 /// links and untagged manifests start their clocks at the upgrade.
 const V5: &str = "
+CREATE INDEX manifest_refs_child ON manifest_refs(repo_id, child);
 ALTER TABLE blob_links ADD COLUMN unref_since INTEGER;
 UPDATE blob_links SET unref_since = CAST(strftime('%s', 'now') AS INTEGER)
  WHERE NOT EXISTS (SELECT 1 FROM manifest_refs r
@@ -158,7 +159,6 @@ UPDATE manifests SET untagged_since = CAST(strftime('%s', 'now') AS INTEGER)
  WHERE NOT EXISTS (SELECT 1 FROM tags t
                    WHERE t.repo_id = manifests.repo_id AND t.digest = manifests.digest);
 CREATE INDEX manifests_untagged ON manifests(untagged_since) WHERE untagged_since IS NOT NULL;
-CREATE INDEX manifest_refs_child ON manifest_refs(repo_id, child);
 CREATE TABLE blob_holds (
     digest     TEXT PRIMARY KEY,
     keep_until INTEGER NOT NULL
@@ -197,4 +197,41 @@ pub fn migrate(conn: &Connection) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-4 database with a tagged image, an untagged one and a blob no manifest lists
+    /// gains the reference state its content implies.
+    #[test]
+    fn version_five_derives_reference_state_from_existing_content() {
+        let conn = Connection::open_in_memory().unwrap();
+        for step in &STEPS[..4] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA user_version = 4;
+             INSERT INTO repositories (id, name, created) VALUES (1, 'app', 0);
+             INSERT INTO blob_links VALUES (1, 'sha256:l1', 1, 0), (1, 'sha256:stray', 1, 0);
+             INSERT INTO manifests (repo_id, digest, media_type, size, created)
+                 VALUES (1, 'sha256:m1', 't', 1, 0), (1, 'sha256:m2', 't', 1, 0);
+             INSERT INTO manifest_refs VALUES (1, 'sha256:m1', 'sha256:l1', 'blob');
+             INSERT INTO tags VALUES (1, 'v1', 'sha256:m1', 0);",
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        let one = |sql: &str| -> Option<i64> { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let linked = "SELECT unref_since FROM blob_links WHERE digest = ";
+        assert_eq!(one(&format!("{linked}'sha256:l1'")), None, "referenced");
+        assert!(
+            one(&format!("{linked}'sha256:stray'")).is_some(),
+            "unreferenced"
+        );
+        let manifest = "SELECT untagged_since FROM manifests WHERE digest = ";
+        assert_eq!(one(&format!("{manifest}'sha256:m1'")), None, "tagged");
+        assert!(one(&format!("{manifest}'sha256:m2'")).is_some(), "untagged");
+        assert_eq!(one("PRAGMA user_version"), Some(VERSION));
+    }
 }
