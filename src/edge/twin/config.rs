@@ -1,6 +1,7 @@
-//! What the desired properties configure: the policy file's keys as JSON (`mode`, `sync`,
-//! `notifications` and `server.log_level`), plus the connection string. Checked here for shape; the policy's values
-//! are checked by the policy hub, the connection string by its parser.
+//! What the desired properties configure: the policy file's keys as JSON (`mode`, `sync`, `gc`,
+//! `notifications` and `server.log_level`), plus the connection string. Checked here for
+//! shape; the policy's values are checked by the policy hub, the connection string by its
+//! parser.
 
 use serde_json::{Map, Value};
 
@@ -145,6 +146,20 @@ mod tests {
         let bad = DesiredConfig::parse(&doc(r#"{"notifications":[{"url":"hq"}]}"#)).unwrap();
         let e = crate::sync::policy::SyncPolicy::from_table(&bad.policy, "twin").unwrap_err();
         assert!(e.to_string().contains("notifications.url"), "{e}");
+    }
+
+    #[test]
+    fn gc_is_a_policy_key_read_like_the_files() {
+        let c = DesiredConfig::parse(&doc(
+            r#"{"gc":{"enabled":false,"grace":"PT12H","untagged_retention":"P7D"}}"#,
+        ))
+        .unwrap();
+        let p = crate::sync::policy::SyncPolicy::from_table(&c.policy, "twin").unwrap();
+        assert!(!p.gc.enabled);
+        assert_eq!(p.gc.grace, std::time::Duration::from_secs(12 * 3600));
+        let bad = DesiredConfig::parse(&doc(r#"{"gc":{"grace":"soon"}}"#)).unwrap();
+        let e = crate::sync::policy::SyncPolicy::from_table(&bad.policy, "twin").unwrap_err();
+        assert!(e.to_string().contains("gc.grace"), "{e}");
     }
 
     #[test]
