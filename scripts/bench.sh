@@ -5,15 +5,18 @@
 #                              target/bench/results.md
 #   scripts/bench.sh --smoke   tiny sizes and durations (seconds): proves the benchmark still
 #                              works; fails only when a request fails or a digest is wrong
+#   --only PART                one part: single, mirror, tree, edge (needs root) or gc; its
+#                              table goes to target/bench/results-PART.md
 # Needs the Debian packages docker-registry and skopeo (installed here when run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 for arg in "$@"; do
   case "$arg" in
-    --smoke) ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument: $arg (use --smoke or nothing)" >&2; exit 2 ;;
+    --smoke|--only) ;;
+    single|mirror|tree|edge|gc) ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $arg (use --smoke, --only PART or nothing)" >&2; exit 2 ;;
   esac
 done
 

@@ -103,6 +103,12 @@ impl Image {
         }
     }
 
+    /// Bytes a copy of the image moves: the manifest and every blob.
+    pub fn payload_bytes(&self) -> u64 {
+        let blobs: usize = self.blobs.iter().map(|b| b.bytes.len()).sum();
+        (self.manifest.len() + blobs) as u64
+    }
+
     /// Pushes every blob then the manifest under `tag`.
     pub fn push(&self, c: &mut Conn, repo: &str, tag: &str) {
         self.push_blobs(c, repo);

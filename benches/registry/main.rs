@@ -8,6 +8,8 @@
 //! Results: a table on stdout and `target/bench/results.md`.
 
 mod content;
+mod delay;
+mod edge;
 mod http;
 mod load;
 mod mirror;
@@ -48,6 +50,18 @@ pub struct Config {
     pub mirror_layer_size: usize,
     /// How long the servers sit idle after start before their RSS is read.
     pub idle_wait: Duration,
+    /// Run only this part (`--only`); `None` runs them all.
+    pub only: Option<String>,
+}
+
+/// The parts of a run, in order; `--only` picks one.
+const PARTS: [&str; 5] = ["single", "mirror", "tree", "edge", "gc"];
+
+impl Config {
+    /// Whether `part` runs.
+    fn runs(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == part)
+    }
 }
 
 impl Config {
@@ -64,6 +78,7 @@ impl Config {
             mirror_layers: 5,
             mirror_layer_size: 40 << 20,
             idle_wait: Duration::from_secs(2),
+            only: None,
         }
     }
 
@@ -80,23 +95,34 @@ impl Config {
             mirror_layers: 5,
             mirror_layer_size: 1 << 20,
             idle_wait: Duration::from_millis(200),
+            only: None,
         }
     }
 }
 
 /// How to run the benchmark.
 const USAGE: &str =
-    "usage: cargo bench --bench registry [-- --smoke]   (or scripts/bench.sh [--smoke])";
+    "usage: cargo bench --bench registry [-- [--smoke] [--only single|mirror|tree|edge|gc]]   \
+     (or scripts/bench.sh [--smoke] [--only PART])";
 
 /// Parses the arguments: `Some(config)`, or `None` when there is nothing to do: `cargo test`
 /// runs bench targets without `--bench` (passing its own options, e.g. `--test-threads=2`,
 /// which are ignored then), and the benchmark is not a test.
 fn parse_args() -> Option<Config> {
     let (mut bench, mut smoke, mut unknown) = (false, false, Vec::new());
-    for a in std::env::args().skip(1) {
+    let mut only = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
         match a.as_str() {
             "--bench" => bench = true,
             "--smoke" => smoke = true,
+            "--only" => match args.next() {
+                Some(p) if PARTS.contains(&p.as_str()) => only = Some(p),
+                other => {
+                    eprintln!("--only takes one of {PARTS:?}, not {other:?}\n{USAGE}");
+                    std::process::exit(2);
+                }
+            },
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -111,11 +137,13 @@ fn parse_args() -> Option<Config> {
         eprintln!("unknown arguments {unknown:?}\n{USAGE}");
         std::process::exit(2);
     }
-    Some(if smoke {
+    let mut cfg = if smoke {
         Config::smoke()
     } else {
         Config::full()
-    })
+    };
+    cfg.only = only;
+    Some(cfg)
 }
 
 /// The connected-registry binary cargo built for this bench (`target/release/` under
@@ -182,7 +210,7 @@ fn main() {
     let run = servers::run_dir(&target);
     let started = Instant::now();
     let mode = if cfg.smoke { "smoke" } else { "full" };
-    let mut header = vec![
+    let header = vec![
         (
             "date".to_owned(),
             chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -203,24 +231,51 @@ fn main() {
         println!("{k}: {v}");
     }
     let mut report = Report::default();
-    let results = target.join("bench").join("results.md");
+    // A partial run writes its own file, so the full table is not overwritten by a part of it.
+    let results = target.join("bench").join(match &cfg.only {
+        Some(part) => format!("results-{part}.md"),
+        None => "results.md".to_owned(),
+    });
     let previous_get = operations::previous_ours(&results, scenarios::MANIFEST_GET_ROW);
+    if cfg.runs("single") {
+        single(&bin, run.path(), &cfg, &mut report, previous_get);
+    }
+    if cfg.runs("mirror") {
+        println!("== mirroring from a reference parent");
+        let parent = Server::reference(run.path());
+        mirror::mirror(&bin, run.path(), &parent, &cfg, &mut report);
+        mirror::no_change_sync(&bin, run.path(), &parent, &cfg, &mut report);
+    }
+    if cfg.runs("tree") {
+        println!("== a child defined by a connected-registry parent (the tree)");
+        tree::tree(&bin, run.path(), &cfg, &mut report);
+    }
+    if cfg.runs("edge") {
+        println!("== edge link: parent in a network namespace behind a rate-limited, delayed link");
+        edge::edge_link(&bin, run.path(), &cfg, &mut report);
+    }
+    if cfg.runs("gc") {
+        println!("== garbage collection");
+        operations::gc_pass(&bin, run.path(), &cfg, &mut report);
+    }
+    finish(report, header, started, &results, mode);
+    drop(run);
+}
 
+/// The single-server measurements on a reference server and ours, alternating.
+fn single(bin: &Path, run: &Path, cfg: &Config, report: &mut Report, previous_get: Option<f64>) {
     println!("== single server: reference (docker-registry) then connected-registry, alternating");
-    let mut pair = [
-        Server::reference(run.path()),
-        Server::ours(&bin, run.path(), None),
-    ];
-    idle_rss(&pair, &cfg, &mut report);
-    let digest = scenarios::push(&mut pair, run.path(), &cfg, &mut report);
+    let mut pair = [Server::reference(run), Server::ours(bin, run, None)];
+    idle_rss(&pair, cfg, report);
+    let digest = scenarios::push(&mut pair, run, cfg, report);
     rss_now(&pair, "push");
-    scenarios::pull(&mut pair, &cfg, &digest, &mut report);
+    scenarios::pull(&mut pair, cfg, &digest, report);
     rss_now(&pair, "pull");
-    scenarios::manifests(&mut pair, &cfg, &mut report);
+    scenarios::manifests(&mut pair, cfg, report);
     rss_now(&pair, "manifest load");
-    scenarios::tags_list(&mut pair, &cfg, &mut report);
+    scenarios::tags_list(&mut pair, cfg, report);
     rss_now(&pair, "tags/list");
-    operations::metrics_cost(&mut pair[1], &cfg, &mut report, previous_get);
+    operations::metrics_cost(&mut pair[1], cfg, report, previous_get);
     let [r, o] = pair
         .each_ref()
         .map(|s| proc::peak_rss(s.pid()) as f64 / proc::MIB);
@@ -231,32 +286,26 @@ fn main() {
         Some(o),
         Better::Lower,
     );
-    drop(pair);
+}
 
-    println!("== mirroring from a reference parent");
-    let parent = Server::reference(run.path());
-    mirror::mirror(&bin, run.path(), &parent, &cfg, &mut report);
-    mirror::no_change_sync(&bin, run.path(), &parent, &cfg, &mut report);
-    drop(parent);
-
-    println!("== a child defined by a connected-registry parent (the tree)");
-    tree::tree(&bin, run.path(), &cfg, &mut report);
-
-    println!("== garbage collection");
-    operations::gc_pass(&bin, run.path(), &cfg, &mut report);
-
+/// Prints the table and writes it to `results`.
+fn finish(
+    report: Report,
+    mut header: Vec<(String, String)>,
+    started: Instant,
+    results: &Path,
+    mode: &str,
+) {
     let took = started.elapsed();
     header.push((
         "run time".to_owned(),
         format!("{:.0} s", took.as_secs_f64()),
     ));
     println!("\n{}", report.text());
-    let out = results;
-    report.write(&out, &header);
+    report.write(results, &header);
     println!(
         "written to {} ({mode} run, {:.0} s)",
-        out.display(),
+        results.display(),
         took.as_secs_f64()
     );
-    drop(run);
 }

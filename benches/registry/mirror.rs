@@ -25,12 +25,12 @@ const MANY_REPO: &str = "mirror/many";
 const LIMIT: Duration = Duration::from_secs(600);
 
 /// A ReadOnly policy for `repo` with the given pause between passes.
-fn policy(repo: &str, interval: &str) -> String {
+pub fn policy(repo: &str, interval: &str) -> String {
     format!("mode = \"ReadOnly\"\n[sync]\nrepositories = [\"{repo}\"]\ninterval = \"{interval}\"\n")
 }
 
 /// `GET /acr/v1/status` of a child.
-fn status(s: &Server) -> Value {
+pub fn status(s: &Server) -> Value {
     let r = Conn::new(s.addr)
         .request("GET", "/acr/v1/status", &[], &[])
         .unwrap_or_else(|e| panic!("GET /acr/v1/status: {e}"));
@@ -39,7 +39,7 @@ fn status(s: &Server) -> Value {
 }
 
 /// True when the status shows `repo` Synced with `tags` tags.
-fn synced(st: &Value, repo: &str, tags: usize) -> bool {
+pub fn synced(st: &Value, repo: &str, tags: usize) -> bool {
     st["repositories"].as_array().is_some_and(|a| {
         a.iter()
             .any(|r| r["name"] == repo && r["state"] == "Synced" && r["tags"] == tags)
@@ -47,7 +47,7 @@ fn synced(st: &Value, repo: &str, tags: usize) -> bool {
 }
 
 /// Polls the child's status every 10 ms until `done` holds; panics with it after `LIMIT`.
-fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
+pub fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
     let deadline = Instant::now() + LIMIT;
     loop {
         s.check_alive();
@@ -66,7 +66,7 @@ fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> bool)
 }
 
 /// Runs `skopeo copy` from `src` to `dst` (`host:port/repo:tag`), bounded by `LIMIT`.
-fn skopeo_copy(run: &Path, src: &str, dst: &str) {
+pub fn skopeo_copy(run: &Path, src: &str, dst: &str) {
     let skopeo = require("skopeo", "skopeo");
     let (out, err) = (run.join("skopeo.out"), run.join("skopeo.err"));
     let file = |p: &Path| {

@@ -4,7 +4,7 @@
 //! filesystem storage and error-level logging.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -58,12 +58,12 @@ pub fn require(program: &str, package: &str) -> PathBuf {
 
 /// The `docker-registry` configuration: filesystem storage in `data`, deletes enabled, the
 /// package's default in-memory blob descriptor cache, error-level logging without access log.
-fn reference_config(data: &Path, port: u16) -> String {
+fn reference_config(data: &Path, ip: Ipv4Addr, port: u16) -> String {
     format!(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
          cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      \
-         enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: bench-secret\n",
+         enabled: false\nhttp:\n  addr: {ip}:{port}\n  secret: bench-secret\n",
         data.display()
     )
 }
@@ -71,12 +71,32 @@ fn reference_config(data: &Path, port: u16) -> String {
 impl Server {
     /// Starts `docker-registry` in a fresh directory under `run`.
     pub fn reference(run: &Path) -> Server {
+        Self::reference_at(run, None, Ipv4Addr::LOCALHOST)
+    }
+
+    /// Starts `docker-registry` in network namespace `ns`, listening on `ip` there.
+    pub fn reference_in(run: &Path, ns: &str, ip: Ipv4Addr) -> Server {
+        Self::reference_at(run, Some(ns), ip)
+    }
+
+    fn reference_at(run: &Path, ns: Option<&str>, ip: Ipv4Addr) -> Server {
         let program = require("docker-registry", "docker-registry");
-        Self::start(Kind::Reference, run, |dir, port| {
+        Self::start(Kind::Reference, run, ip, |dir, port| {
             let config = dir.join("config.yml");
-            fs::write(&config, reference_config(&dir.join("data"), port))
+            fs::write(&config, reference_config(&dir.join("data"), ip, port))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
-            let mut c = clean_command(&program);
+            let mut c = match ns {
+                // nsenter changes the network namespace only and execs in place, so the
+                // child's pid is the server's own.
+                Some(ns) => {
+                    let mut c = clean_command(&require("nsenter", "util-linux"));
+                    c.arg(format!("--net=/run/netns/{ns}"))
+                        .arg("--")
+                        .arg(&program);
+                    c
+                }
+                None => clean_command(&program),
+            };
             c.arg("serve").arg(&config);
             c
         })
@@ -85,7 +105,7 @@ impl Server {
     /// Starts `connected-registry` (`bin`) in a fresh directory under `run`; with `parent`
     /// (`host:port`, policy TOML) it is a child mirroring that parent over plain HTTP.
     pub fn ours(bin: &Path, run: &Path, parent: Option<(&str, &str)>) -> Server {
-        Self::start(Kind::Ours, run, |dir, port| {
+        Self::start(Kind::Ours, run, Ipv4Addr::LOCALHOST, |dir, port| {
             let mut c = clean_command(bin);
             c.arg("serve")
                 .arg("--listen")
@@ -114,7 +134,7 @@ impl Server {
 
     /// Spawns the command `make` builds for a directory and port, retrying on another port
     /// when the first one was taken meanwhile.
-    fn start(kind: Kind, run: &Path, make: impl Fn(&Path, u16) -> Command) -> Server {
+    fn start(kind: Kind, run: &Path, ip: Ipv4Addr, make: impl Fn(&Path, u16) -> Command) -> Server {
         let dir = tempfile::Builder::new()
             .prefix(match kind {
                 Kind::Reference => "reference-",
@@ -139,7 +159,7 @@ impl Server {
                 .stderr(err)
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let addr = SocketAddr::from((ip, port));
             if wait_ready(&mut child, addr) {
                 return Server {
                     kind,

@@ -226,7 +226,7 @@ impl Transfers {
                 super::local(|| writer.sync())?;
                 return Err(SyncError::Stopped("sync window closed"));
             }
-            let want = total.map_or(settings.chunk_size, |t| settings.chunk_size.min(t - offset));
+            let want = next_request(settings.chunk_size, offset, total);
             match self
                 .chunk(job, &mut writer, &mut total, want, inflight, &mut log)
                 .await
@@ -375,5 +375,46 @@ impl Logger {
         if self.started.elapsed() >= LOG_EVERY {
             tracing::info!(%digest, size, seconds = self.started.elapsed().as_secs(), "blob downloaded");
         }
+    }
+}
+
+/// Bytes to ask for next: a chunk, or everything left when that is at most an eighth of a chunk
+/// more, so a layer just over the chunk size (a tar's padding) does not cost one more round
+/// trip for its last bytes — on a far link that is most of a second.
+fn next_request(chunk: u64, offset: u64, total: Option<u64>) -> u64 {
+    match total {
+        Some(t) => {
+            let rest = t.saturating_sub(offset);
+            if rest <= chunk + chunk / 8 {
+                rest
+            } else {
+                chunk
+            }
+        }
+        None => chunk,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request;
+
+    #[test]
+    fn a_small_remainder_travels_with_the_last_chunk() {
+        let mib = 1 << 20;
+        // 8 MiB of layer plus a tar's padding: one request, not two.
+        assert_eq!(
+            next_request(8 * mib, 0, Some(8 * mib + 1536)),
+            8 * mib + 1536
+        );
+        // A large blob goes in chunks, and its last one takes the small tail along.
+        assert_eq!(next_request(8 * mib, 0, Some(40 * mib)), 8 * mib);
+        assert_eq!(
+            next_request(8 * mib, 32 * mib, Some(40 * mib + 5)),
+            8 * mib + 5
+        );
+        assert_eq!(next_request(8 * mib, 16 * mib, Some(26 * mib)), 8 * mib);
+        // Unknown size: a chunk at a time.
+        assert_eq!(next_request(8 * mib, 0, None), 8 * mib);
     }
 }
