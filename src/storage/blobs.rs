@@ -4,11 +4,20 @@
 //! temporary file, so a reader can never see a partial or mismatching blob.
 
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
-use super::fsutil::{create_dir_durable, sync_dir};
+use super::fsutil::{create_dir_durable, lock_wait, sync_dir, try_lock};
 use crate::registry::Digest;
+
+/// A blob just placed, kept from garbage collection until dropped (link it first).
+#[derive(Debug)]
+#[must_use = "drop it only once the blob is linked or held"]
+pub struct Placed {
+    /// The claim on a blob that existed already (the writer's own claim covers a new one).
+    _claim: Option<File>,
+}
 
 /// The blob directory tree of one data directory.
 #[derive(Debug, Clone)]
@@ -57,16 +66,15 @@ impl BlobStore {
         }
     }
 
-    /// Moves a verified, already fsynced temporary file into place under its digest.
+    /// Moves a verified, fsynced temporary file into place under its digest, never replacing
+    /// an existing file (content addressing makes them equal: the temporary file is dropped).
     ///
-    /// The temp file must be on the same filesystem (it lives in the data directory). If the
-    /// blob already exists the temp file is simply dropped: content addressing makes them equal.
-    pub fn commit(&self, temp: &Path, digest: &Digest) -> Result<()> {
+    /// The caller's writer must hold its claim (an advisory lock) on the temporary file; that
+    /// claim, or the one returned when the blob existed already, keeps garbage collection (which
+    /// deletes only files it can claim) away until the caller has linked the blob and lets go.
+    /// So the metadata lock is not held across these file system syncs.
+    pub fn place(&self, temp: &Path, digest: &Digest) -> Result<Placed> {
         let dest = self.path(digest);
-        if dest.exists() {
-            let _ = std::fs::remove_file(temp);
-            return Ok(());
-        }
         let dir = dest
             .parent()
             .ok_or_else(|| StorageError::Corrupt("blob path has no parent".into()))?;
@@ -76,18 +84,69 @@ impl BlobStore {
             }
             create_dir_durable(dir)?;
         }
-        std::fs::rename(temp, &dest)
-            .map_err(|e| StorageError::io("moving a verified blob into place", e))?;
-        sync_dir(dir)
+        let moving = "moving a verified blob into place";
+        // A pass deletes a file while claiming it; a few rounds always get past one.
+        for _ in 0..8 {
+            // A hard link fails on an existing name, where a rename would replace it.
+            match std::fs::hard_link(temp, &dest) {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(temp);
+                    sync_dir(dir)?;
+                    return Ok(Placed { _claim: None });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(StorageError::io(moving, e)),
+            }
+            let existing = match File::open(&dest) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(StorageError::io(moving, e)),
+            };
+            lock_wait(&existing);
+            let alive = existing
+                .metadata()
+                .map_err(|e| StorageError::io(moving, e))?
+                .nlink()
+                > 0;
+            if alive {
+                let _ = std::fs::remove_file(temp);
+                // Its writer may not have synced the directory yet.
+                sync_dir(dir)?;
+                return Ok(Placed {
+                    _claim: Some(existing),
+                });
+            }
+        }
+        Err(StorageError::Busy(format!(
+            "blob {digest} kept being removed while it was stored"
+        )))
     }
 
-    /// Deletes a blob file (garbage collection only; repositories unlink instead); the bytes
-    /// freed, or `None` when it was gone already.
+    /// Moves a verified, already fsynced temporary file into place under its digest, without
+    /// a claim (tests and tools that run alone).
+    pub fn commit(&self, temp: &Path, digest: &Digest) -> Result<()> {
+        self.place(temp, digest).map(drop)
+    }
+
+    /// Deletes a blob file (garbage collection only; repositories unlink instead) unless a
+    /// writer claims it (it is being stored and linked); the bytes freed, or `None` when it
+    /// was gone already or claimed.
     pub fn remove(&self, digest: &Digest) -> Result<Option<u64>> {
-        let Some(size) = self.size(digest)? else {
-            return Ok(None);
+        let path = self.path(digest);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io("opening blob", e)),
         };
-        match std::fs::remove_file(self.path(digest)) {
+        // Held while deleting, so a writer finding the file waits and then sees it gone.
+        if !try_lock(&file) {
+            return Ok(None);
+        }
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io("reading blob metadata", e))?
+            .len();
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(Some(size)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StorageError::io("removing blob", e)),

@@ -1,6 +1,8 @@
-//! The multi-step operations that make a verified blob servable. Each moves the file into place
-//! and records it in one metadata transaction, which garbage collection also needs before it
-//! deletes a file, so a pass can never see a committed blob as unreferenced.
+//! The multi-step operations that make a verified blob servable. The file is moved into place
+//! while its writer claims it (garbage collection deletes only files it can claim), then linked
+//! or held in the metadata before the claim lapses; a blob already stored is linked only after
+//! its file is found under the metadata write lock, which a pass holds while it deletes. So a
+//! pass can never take a committed blob.
 
 use super::fsutil::now_secs;
 use super::writer::BlobWriter;
@@ -44,9 +46,13 @@ impl Store {
     /// links it; the size.
     pub fn finish_download(&self, writer: BlobWriter, digest: &Digest) -> Result<u64> {
         let until = now_secs() + DOWNLOAD_HOLD_SECS;
+        // The partial file's writer claims it (see `Partials::writer`) until `finish` returns,
+        // so the hold is in place before collection could take the blob.
         self.partials.finish(writer, digest, |path| {
-            self.meta
-                .place_and_hold(digest, until, || self.blobs.commit(path, digest))
+            let placed = self.blobs.place(path, digest)?;
+            self.meta.hold_blob(digest, until)?;
+            drop(placed);
+            Ok(())
         })
     }
 

@@ -102,7 +102,7 @@ impl Uploads {
             }
             Err(e) => return Err(e),
         };
-        meta.place_and_link(repo, expected, size, || blobs.commit(w.path(), expected))?;
+        place_and_link(meta, blobs, repo, w, expected, size)?;
         self.forget(meta, id, writer);
         Ok(size)
     }
@@ -140,9 +140,7 @@ impl Uploads {
         expected: &Digest,
     ) -> Result<u64> {
         let result = writer.verify(expected).and_then(|size| {
-            let place = || blobs.commit(writer.path(), expected);
-            meta.place_and_link(repo, expected, size, place)
-                .map(|_| size)
+            place_and_link(meta, blobs, repo, &writer, expected, size).map(|_| size)
         });
         if result.is_err() {
             writer.discard();
@@ -192,4 +190,25 @@ impl Uploads {
         }
         Ok(expired)
     }
+}
+
+/// Moves a verified upload into place and links it into `repo`. The writer's claim on the file
+/// keeps garbage collection away in between, and lapses when the writer goes (after the link).
+fn place_and_link(
+    meta: &Metadata,
+    blobs: &BlobStore,
+    repo: &RepoName,
+    writer: &BlobWriter,
+    digest: &Digest,
+    size: u64,
+) -> Result<()> {
+    if !writer.claim() {
+        return Err(StorageError::Busy(
+            "the upload is being written elsewhere".into(),
+        ));
+    }
+    let placed = blobs.place(writer.path(), digest)?;
+    meta.link_placed(repo, digest, size)?;
+    drop(placed);
+    Ok(())
 }

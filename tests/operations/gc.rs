@@ -247,7 +247,7 @@ fn passes_running_all_the_time_never_take_an_acknowledged_blob() {
         }
         // Passes from another process too, as `gc run` beside `serve`.
         let mut runs = 0;
-        while Instant::now() < deadline && runs < 40 {
+        while Instant::now() < deadline && runs < 200 {
             gc_run(&reg, &[]);
             runs += 1;
         }
@@ -260,9 +260,11 @@ fn passes_running_all_the_time_never_take_an_acknowledged_blob() {
         verify(&reg, repo, tag, m);
     }
     verify(&reg, "base", "v1", &base_image);
+    // The schedule fired every second: a pass, or a skip while `gc run` held the lock.
     let log = reg.log();
-    let passes = log.matches("garbage collection pass finished").count();
-    assert!(passes >= 5, "{passes} scheduled passes in the server's log");
+    let fired = log.matches("garbage collection pass finished").count()
+        + log.matches("scheduled garbage collection skipped").count();
+    assert!(fired >= 5, "the schedule fired {fired} times in the server's log");
 }
 
 #[test]

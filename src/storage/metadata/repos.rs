@@ -82,31 +82,16 @@ impl Metadata {
         })
     }
 
-    /// Runs `place` (which moves a verified blob file into place) and links the blob into
-    /// `repo` in one write transaction, so no collection pass can see the file unlinked.
-    pub fn place_and_link(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        size: u64,
-        place: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
-        self.write(|tx| {
-            place()?;
-            insert_link(tx, repo, digest, size)
-        })
+    /// Lets `repo` serve a blob whose file the caller has just placed and still claims (see
+    /// `BlobStore::place`), so no collection pass can have removed it.
+    pub fn link_placed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+        self.write(|tx| insert_link(tx, repo, digest, size))
     }
 
-    /// Runs `place` (which moves a downloaded blob file into place) and holds the blob until
-    /// `until` (Unix seconds) or its first link, whichever comes first, in one transaction.
-    pub fn place_and_hold(
-        &self,
-        digest: &Digest,
-        until: i64,
-        place: impl FnOnce() -> Result<()>,
-    ) -> Result<()> {
+    /// Holds a blob a download has just placed (and still claims) until `until` (Unix
+    /// seconds) or its first link, whichever comes first.
+    pub fn hold_blob(&self, digest: &Digest, until: i64) -> Result<()> {
         self.write(|tx| {
-            place()?;
             tx.prepare_cached(
                 "INSERT INTO blob_holds (digest, keep_until) VALUES (?1, ?2)
                  ON CONFLICT (digest) DO UPDATE SET keep_until = max(keep_until, ?2)",
