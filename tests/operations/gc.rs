@@ -264,7 +264,10 @@ fn passes_running_all_the_time_never_take_an_acknowledged_blob() {
     let log = reg.log();
     let fired = log.matches("garbage collection pass finished").count()
         + log.matches("scheduled garbage collection skipped").count();
-    assert!(fired >= 5, "the schedule fired {fired} times in the server's log");
+    assert!(
+        fired >= 5,
+        "the schedule fired {fired} times in the server's log"
+    );
 }
 
 #[test]
