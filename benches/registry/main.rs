@@ -62,9 +62,7 @@ impl Config {
     fn runs(&self, part: &str) -> bool {
         self.only.as_deref().is_none_or(|o| o == part)
     }
-}
 
-impl Config {
     /// The full benchmark, as the issue specifies it.
     fn full() -> Config {
         Config {

@@ -12,7 +12,7 @@ use crate::http::{Conn, ACCEPT_MANIFESTS};
 use crate::load::{self, Until};
 use crate::proc;
 use crate::report::{Better, Report};
-use crate::scenarios::{median, APP_REPO, CONCURRENCY, MANIFEST_GET_ROW};
+use crate::scenarios::{manifest_load, median, APP_REPO, CONCURRENCY, MANIFEST_GET_ROW};
 use crate::servers::{self, Server};
 use crate::Config;
 
@@ -38,27 +38,17 @@ pub fn metrics_cost(ours: &mut Server, cfg: &Config, report: &mut Report, previo
         .find(|r| r.metric == MANIFEST_GET_ROW)
         .and_then(|r| r.ours);
     let path = format!("/v2/{APP_REPO}/manifests/v1");
+    // The manifest the single-server part pushed, read once for its length.
+    let len = Conn::new(ours.addr)
+        .request("GET", &path, &[("Accept", ACCEPT_MANIFESTS)], &[])
+        .map(|r| r.body.len() as u64)
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let stop = AtomicBool::new(false);
     let mut rps = Vec::new();
     for _ in 0..cfg.rounds {
         let l = std::thread::scope(|s| {
             s.spawn(|| scrape_every_second(ours.addr, &stop));
-            let l = load::run(ours.addr, CONCURRENCY, Until::Time(cfg.load), |c| {
-                let mut n = 0u64;
-                let head = c
-                    .send(
-                        "GET",
-                        &path,
-                        &[("Accept", ACCEPT_MANIFESTS)],
-                        &[],
-                        &mut |b| n += b.len() as u64,
-                    )
-                    .map_err(|e| format!("GET {path}: {e}"))?;
-                if head.status != 200 {
-                    return Err(format!("GET {path}: {}", head.status));
-                }
-                Ok(n)
-            });
+            let l = manifest_load(ours.addr, "GET", &path, len, cfg.load);
             stop.store(true, Ordering::Relaxed);
             l
         });

@@ -206,23 +206,8 @@ pub fn manifests(servers: &mut [Server; 2], cfg: &Config, report: &mut Report) {
         let mut p50: PerServer = Default::default();
         let mut p99: PerServer = Default::default();
         for (i, s) in servers.iter_mut().enumerate() {
-            let l = load::run(s.addr, CONCURRENCY, Until::Time(cfg.load), |c| {
-                let mut n = 0u64;
-                let head = c
-                    .send(
-                        method,
-                        &path,
-                        &[("Accept", ACCEPT_MANIFESTS)],
-                        &[],
-                        &mut |b| n += b.len() as u64,
-                    )
-                    .map_err(|e| format!("{method} {path}: {e}"))?;
-                let expect = if method == "GET" { len } else { 0 };
-                if head.status != 200 || n != expect {
-                    return Err(format!("{method} {path}: {} with {n} bytes", head.status));
-                }
-                Ok(n)
-            });
+            let expect = if method == "GET" { len } else { 0 };
+            let l = manifest_load(s.addr, method, &path, expect, cfg.load);
             s.check_alive();
             let (a, b) = (l.percentile_ms(0.5), l.percentile_ms(0.99));
             println!(
@@ -239,6 +224,33 @@ pub fn manifests(servers: &mut [Server; 2], cfg: &Config, report: &mut Report) {
         add(report, format!("{what}, p50"), "ms", p50, Better::Lower);
         add(report, format!("{what}, p99"), "ms", p99, Better::Lower);
     }
+}
+
+/// `method` on a manifest `path` from `CONCURRENCY` clients for `time`; every answer must be
+/// 200 with `expect` body bytes.
+pub fn manifest_load(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    expect: u64,
+    time: std::time::Duration,
+) -> load::Load {
+    load::run(addr, CONCURRENCY, Until::Time(time), |c| {
+        let mut n = 0u64;
+        let head = c
+            .send(
+                method,
+                path,
+                &[("Accept", ACCEPT_MANIFESTS)],
+                &[],
+                &mut |b| n += b.len() as u64,
+            )
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        if head.status != 200 || n != expect {
+            return Err(format!("{method} {path}: {} with {n} bytes", head.status));
+        }
+        Ok(n)
+    })
 }
 
 /// Tags one manifest `cfg.tags` times (sequential PUTs, timed), then lists the tags from 16

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::HierarchyError;
 use crate::config::{parse_duration, Mode};
 use crate::registry::{echo, RepoName};
+use crate::sync::policy::hub::GcOverlay;
 use crate::sync::policy::Overlay;
 use crate::sync::schedule::Schedule;
 
@@ -224,7 +225,10 @@ impl Definition {
         let gc_schedule = Schedule::new(&self.garbage_collection.schedule, Duration::from_secs(1))
             .map_err(|m| HierarchyError::Invalid(format!("argument error: --gc-schedule: {m}")))?;
         Ok(Overlay {
-            gc: (self.garbage_collection.enabled, gc_schedule),
+            gc: GcOverlay {
+                enabled: self.garbage_collection.enabled,
+                schedule: gc_schedule,
+            },
             notifications,
             mode: parse_mode(&self.mode)?,
             repositories,
@@ -307,14 +311,17 @@ mod tests {
     fn garbage_collection_travels_in_the_overlay() {
         let mut d = def("child1");
         let o = d.overlay().unwrap();
-        assert!(o.gc.0);
-        assert_eq!(o.gc.1.pattern(), "0 0 * * *");
+        assert!(o.gc.enabled);
+        assert_eq!(o.gc.schedule.pattern(), "0 0 * * *");
         d.garbage_collection = GcProperties {
             enabled: false,
             schedule: "30 2 * * 0".into(),
         };
         let o = d.overlay().unwrap();
-        assert_eq!((o.gc.0, o.gc.1.pattern()), (false, "30 2 * * 0"));
+        assert_eq!(
+            (o.gc.enabled, o.gc.schedule.pattern()),
+            (false, "30 2 * * 0")
+        );
         // Definitions written before garbage collection existed read with its defaults.
         let mut old = serde_json::to_value(def("child2")).unwrap();
         old.as_object_mut().unwrap().remove("garbageCollection");

@@ -122,12 +122,6 @@ impl BlobStore {
         )))
     }
 
-    /// Moves a verified, already fsynced temporary file into place under its digest, without
-    /// a claim (tests and tools that run alone).
-    pub fn commit(&self, temp: &Path, digest: &Digest) -> Result<()> {
-        self.place(temp, digest).map(drop)
-    }
-
     /// Deletes a blob file (garbage collection only; repositories unlink instead) unless a
     /// writer claims it (it is being stored and linked); the bytes freed, or `None` when it
     /// was gone already or claimed.

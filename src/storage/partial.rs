@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(w.offset(), 5000);
         w.append(&data[5000..])?;
         assert_eq!(
-            partials.finish(w, &d, |p| blobs.commit(p, &d))?,
+            partials.finish(w, &d, |p| blobs.place(p, &d).map(drop))?,
             data.len() as u64
         );
         assert_eq!(blobs.size(&d)?, Some(data.len() as u64));
@@ -156,7 +156,7 @@ mod tests {
         let mut w = partials.writer(&d)?;
         w.append(b"something else")?;
         assert!(matches!(
-            partials.finish(w, &d, |p| blobs.commit(p, &d)),
+            partials.finish(w, &d, |p| blobs.place(p, &d).map(drop)),
             Err(StorageError::DigestMismatch { .. })
         ));
         assert!(!partials.path(&d).exists());

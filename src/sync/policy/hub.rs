@@ -51,9 +51,17 @@ pub struct Overlay {
     pub log_level: String,
     /// Its notification patterns (`--notifications`); empty: the root defines none.
     pub notifications: Vec<crate::notify::Pattern>,
-    /// Whether scheduled garbage collection runs there (`--gc-enabled`), and when
-    /// (`--gc-schedule`); the grace and retention stay the registry's own.
-    pub gc: (bool, Schedule),
+    /// Its scheduled garbage collection; the grace and retention stay the registry's own.
+    pub gc: GcOverlay,
+}
+
+/// What the root defines of a registry's garbage collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GcOverlay {
+    /// Whether scheduled passes run (`--gc-enabled`).
+    pub enabled: bool,
+    /// When they run (`--gc-schedule`).
+    pub schedule: Schedule,
 }
 
 /// The sources fixed when the process starts (command line and environment).
@@ -97,7 +105,8 @@ fn merge(s: &Sources) -> SyncPolicy {
         p.message_ttl = o.message_ttl;
         p.log_level = Some(o.log_level.clone());
         p.feed = true;
-        (p.gc.enabled, p.gc.schedule) = o.gc.clone();
+        p.gc.enabled = o.gc.enabled;
+        p.gc.schedule = o.gc.schedule.clone();
         if !o.notifications.is_empty() {
             for e in &mut p.notifications {
                 e.patterns = o.notifications.clone();
@@ -245,10 +254,10 @@ mod tests {
             message_ttl: Duration::from_secs(9),
             log_level: "Debug".into(),
             notifications: Vec::new(),
-            gc: (
-                false,
-                Schedule::new("0 3 * * *", Duration::from_secs(1)).unwrap(),
-            ),
+            gc: GcOverlay {
+                enabled: false,
+                schedule: Schedule::new("0 3 * * *", Duration::from_secs(1)).unwrap(),
+            },
         }));
         assert!(rx.has_changed().unwrap());
         let p = rx.borrow_and_update().clone();
@@ -349,7 +358,10 @@ mod tests {
             message_ttl: Duration::from_secs(60),
             log_level: "Information".into(),
             notifications: vec![crate::notify::Pattern::parse("web/*:v*:delete").unwrap()],
-            gc: (true, crate::gc::GcPolicy::default().schedule),
+            gc: GcOverlay {
+                enabled: true,
+                schedule: crate::gc::GcPolicy::default().schedule,
+            },
         };
         hub.set_parent(Some(overlay.clone()));
         let p = hub.current();
