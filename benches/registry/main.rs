@@ -7,6 +7,7 @@
 //! on a failed request or a wrong digest, never on a timing). `scripts/bench.sh` wraps both.
 //! Results: a table on stdout and `target/bench/results.md`.
 
+mod contended;
 mod content;
 mod delay;
 mod edge;
@@ -17,6 +18,7 @@ mod operations;
 mod proc;
 mod relay;
 mod report;
+mod scale;
 mod scenarios;
 mod servers;
 mod tree;
@@ -55,7 +57,7 @@ pub struct Config {
 }
 
 /// The parts of a run, in order; `--only` picks one.
-const PARTS: [&str; 5] = ["single", "mirror", "tree", "edge", "gc"];
+const PARTS: [&str; 6] = ["single", "mirror", "tree", "edge", "gc", "scale"];
 
 impl Config {
     /// Whether `part` runs.
@@ -100,7 +102,7 @@ impl Config {
 
 /// How to run the benchmark.
 const USAGE: &str =
-    "usage: cargo bench --bench registry [-- [--smoke] [--only single|mirror|tree|edge|gc]]   \
+    "usage: cargo bench --bench registry [-- [--smoke] [--only single|mirror|tree|edge|gc|scale]]   \
      (or scripts/bench.sh [--smoke] [--only PART])";
 
 /// Parses the arguments: `Some(config)`, or `None` when there is nothing to do: `cargo test`
@@ -256,6 +258,10 @@ fn main() {
         println!("== garbage collection");
         operations::gc_pass(&bin, run.path(), &cfg, &mut report);
     }
+    if cfg.runs("scale") {
+        println!("== scale: 1,000 repositories x 100 tags");
+        scale::scale(&bin, run.path(), &cfg, &mut report);
+    }
     finish(report, header, started, &results, mode);
     drop(run);
 }
@@ -269,6 +275,7 @@ fn single(bin: &Path, run: &Path, cfg: &Config, report: &mut Report, previous_ge
     rss_now(&pair, "push");
     scenarios::pull(&mut pair, cfg, &digest, report);
     rss_now(&pair, "pull");
+    contended::pull_contended(&mut pair, cfg, &digest, report);
     scenarios::manifests(&mut pair, cfg, report);
     rss_now(&pair, "manifest load");
     scenarios::tags_list(&mut pair, cfg, report);
