@@ -5,7 +5,7 @@
 #                              target/bench/results.md
 #   scripts/bench.sh --smoke   tiny sizes and durations (seconds): proves the benchmark still
 #                              works; fails only when a request fails or a digest is wrong
-#   --only PART                one part: single, mirror, tree, edge (needs root) or gc; its
+#   --only PART                one part: single, mirror, tree, edge (needs root), gc or scale; its
 #                              table goes to target/bench/results-PART.md
 # Needs the Debian packages docker-registry and skopeo (installed here when run as root).
 set -euo pipefail
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 for arg in "$@"; do
   case "$arg" in
     --smoke|--only) ;;
-    single|mirror|tree|edge|gc) ;;
+    single|mirror|tree|edge|gc|scale) ;;
     -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $arg (use --smoke, --only PART or nothing)" >&2; exit 2 ;;
   esac
