@@ -260,14 +260,14 @@ impl Engine {
         stop: &Stop,
         repo: &RepoName,
     ) -> Result<HashSet<String>, SyncError> {
-        let pusher = Pusher {
-            store: self.store.clone(),
-            parent: self.parent.clone(),
-            policy: policy.clone(),
-            status: self.status.clone(),
-            transfers: self.transfers.clone(),
-            stop: stop.clone(),
-        };
+        let pusher = Pusher::new(
+            self.store.clone(),
+            self.parent.clone(),
+            policy.clone(),
+            self.status.clone(),
+            self.transfers.clone(),
+            stop.clone(),
+        );
         let result = pusher.push_repository(repo).await;
         match &result {
             Ok(n) if *n > 0 => {

@@ -1,15 +1,29 @@
 //! Push-up (ReadWrite, DESIGN §6): the event log is the outbox. Per repository, in order, each
 //! change a client made here goes to the parent: blobs first (skipped when the parent has them,
-//! mounted when possible, chunked uploads that resume from the parent's offset), then the
-//! manifest byte-exact by digest, then the tag; deletes when the sync token may delete.
+//! mounted when possible, uploads that resume from the parent's offset), then the manifest
+//! byte-exact by digest, then the tag; deletes when the sync token may delete.
+//!
+//! A far link is kept full: the existence checks of a manifest and all its blobs go out
+//! together; two blobs are under way at a time, one chunk on the wire at a time, so one blob's
+//! bytes flow while the other waits for the answer to its chunk (the wait the protocol
+//! requires). Chunks take about two seconds at the rate seen (within the policy's chunk size),
+//! so a cut link costs little, and a blob's last chunk travels in its finishing `PUT`. A parent
+//! that forgets an interrupted upload (distribution does) loses at most two blobs' progress. A
+//! manifest pushed for the tag that follows it in the outbox goes up once, by tag.
 //!
 //! A per-repository cursor (the last event sent) is saved after every event, so a restart or a
 //! `kill -9` re-sends at most one event, and every send is idempotent.
 
+use std::collections::HashSet;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, StreamExt};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
@@ -18,14 +32,23 @@ use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, Upload
 use super::policy::SyncPolicy;
 use super::status::{DetailCode, Status};
 use super::transfer::{Stop, Transfers};
+use super::upload::file_body;
 use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName};
 use crate::storage::metadata::{Event, StateKey};
 use crate::storage::{fsutil::now_secs, Store};
 
 /// Events read from the outbox at a time.
 const BATCH: usize = 100;
-/// Consecutive failed chunks without progress before an upload waits for the next pass.
+/// Consecutive failed requests without progress before an upload waits for the next pass.
 const MAX_ATTEMPTS: u32 = 6;
+/// Blobs whose bytes are under way at once: one sending while the other awaits an answer.
+const IN_PROGRESS: usize = 2;
+/// About how long one upload chunk should take: a cut link costs about this much again.
+const CHUNK_TIME: Duration = Duration::from_secs(2);
+/// Smallest upload chunk (short of a blob's last).
+const MIN_CHUNK: u64 = 256 << 10;
+/// The first upload chunk of a pass, before the link's rate is known.
+const FIRST_CHUNK: u64 = 1 << 20;
 /// Deepest nesting followed when pushing (index → manifest).
 const MAX_DEPTH: u32 = 4;
 
@@ -33,18 +56,20 @@ type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'a>
 
 /// What one repository's push-up works with.
 pub struct Pusher {
-    /// The local store.
-    pub store: Arc<Store>,
-    /// The parent.
-    pub parent: ParentClient,
-    /// The policy in force for this run.
-    pub policy: Arc<SyncPolicy>,
-    /// Where conflicts and expired messages are reported.
-    pub status: Arc<Status>,
-    /// Shared bandwidth limit (and the sync runtime's transfers).
-    pub transfers: Arc<Transfers>,
-    /// Set when the window closes.
-    pub stop: Stop,
+    store: Arc<Store>,
+    parent: ParentClient,
+    policy: Arc<SyncPolicy>,
+    status: Arc<Status>,
+    transfers: Arc<Transfers>,
+    stop: Stop,
+    /// One chunk's bytes on the wire at a time (see the module documentation).
+    sending: Arc<Semaphore>,
+    /// Turns of the blobs whose bytes are under way (`IN_PROGRESS`).
+    in_progress: Arc<Semaphore>,
+    /// Upload bytes per second seen so far (0: not yet), for sizing chunks.
+    rate: Mutex<f64>,
+    /// Manifests the parent is known to hold by digest (this pass): not asked about again.
+    at_parent: Mutex<HashSet<String>>,
 }
 
 /// The sync state key of an upload of `digest` to `repo` in progress.
@@ -56,6 +81,31 @@ fn upload_key<'a>(repo: &'a RepoName, digest: &'a Digest) -> StateKey<'a> {
 }
 
 impl Pusher {
+    /// A push-up of one pass: the local store, the parent, the policy in force, where conflicts
+    /// are reported, the shared transfers (bandwidth limit) and the flag set when the window
+    /// closes.
+    pub fn new(
+        store: Arc<Store>,
+        parent: ParentClient,
+        policy: Arc<SyncPolicy>,
+        status: Arc<Status>,
+        transfers: Arc<Transfers>,
+        stop: Stop,
+    ) -> Pusher {
+        Pusher {
+            store,
+            parent,
+            policy,
+            status,
+            transfers,
+            stop,
+            sending: Arc::new(Semaphore::new(1)),
+            in_progress: Arc::new(Semaphore::new(IN_PROGRESS)),
+            rate: Mutex::new(0.0),
+            at_parent: Mutex::new(HashSet::new()),
+        }
+    }
+
     /// The last event of `repo` already sent (0: none).
     pub fn cursor(&self, repo: &RepoName) -> Result<i64, SyncError> {
         let v = local(|| {
@@ -75,18 +125,29 @@ impl Pusher {
             if batch.is_empty() {
                 return Ok(sent);
             }
-            for ev in batch {
+            let mut events = batch.iter().peekable();
+            while let Some(ev) = events.next() {
                 if self.stop.load(Ordering::SeqCst) {
                     return Err(SyncError::Stopped("sync window closed"));
                 }
                 let age = now_secs().saturating_sub(ev.time);
                 if age > self.policy.message_ttl.as_secs() as i64 {
-                    self.expire(&ev);
+                    self.expire(ev);
+                } else if events
+                    .peek()
+                    .is_some_and(|next| tags_pushed_manifest(ev, next))
+                {
+                    // The tag push stores the manifest too: one request instead of two.
+                    let Some(next) = events.next() else { break };
+                    self.send(repo, next).await?;
+                    self.audit_sent(repo, ev);
+                    sent += 2;
+                    cursor = next.seq;
                 } else {
-                    self.send(repo, &ev).await?;
+                    self.send(repo, ev).await?;
                     sent += 1;
                 }
-                cursor = ev.seq;
+                cursor = cursor.max(ev.seq);
                 let key = StateKey::PushCursor(repo.as_str());
                 local(|| {
                     self.store
@@ -117,20 +178,25 @@ impl Pusher {
             return Ok(());
         };
         self.send_one(repo, ev, &digest).await?;
+        self.audit_sent(repo, ev);
+        Ok(())
+    }
+
+    /// The audit line of a change sent, when the policy asks for them.
+    fn audit_sent(&self, repo: &RepoName, ev: &Event) {
         let event = match ev.action.as_str() {
-            "manifest_put" => SyncEvent::ManifestPushed,
-            "tag_set" => SyncEvent::TagPushed,
+            MANIFEST_PUT => SyncEvent::ManifestPushed,
+            TAG_SET => SyncEvent::TagPushed,
             "tag_delete" | "manifest_delete" => SyncEvent::DeletePushed,
-            _ => return Ok(()),
+            _ => return,
         };
         let subject = Subject {
             repo: repo.as_str(),
             tag: ev.tag.as_deref(),
-            digest: Some(digest.as_str()),
+            digest: Some(ev.digest.as_str()),
             size: None,
         };
         audit::record(self.policy.audit_logs, event, subject);
-        Ok(())
     }
 
     /// Sends one change by its action.
@@ -141,8 +207,8 @@ impl Pusher {
         digest: &Digest,
     ) -> Result<(), SyncError> {
         match (ev.action.as_str(), ev.tag.as_deref()) {
-            ("manifest_put", _) => self.push_manifest(repo, digest, 0).await,
-            ("tag_set", Some(tag)) => {
+            (MANIFEST_PUT, _) => self.push_manifest(repo, digest, 0, true).await,
+            (TAG_SET, Some(tag)) => {
                 self.push_tag(repo, tag, digest, ev.previous.as_deref())
                     .await
             }
@@ -169,9 +235,13 @@ impl Pusher {
         let Some((media_type, bytes)) = self.local_manifest(repo, digest)? else {
             return Ok(()); // deleted here since; its delete event follows
         };
-        self.push_manifest(repo, digest, 0).await?;
-        let at_parent = self.parent.manifest_head(repo.as_str(), tag).await?;
-        if let Some(h) = &at_parent {
+        // What the parent's tag points at is asked while the manifest's content goes up.
+        let (pushed, at_parent) = tokio::join!(
+            self.push_manifest(repo, digest, 0, false),
+            self.parent.manifest_head(repo.as_str(), tag)
+        );
+        pushed?;
+        if let Some(h) = &at_parent? {
             if h.digest == digest.as_str() {
                 return Ok(());
             }
@@ -197,6 +267,7 @@ impl Pusher {
                 .put_manifest_tagged(r, digest, tag, m, bytes.clone())
                 .await?
             {
+                self.known_at_parent(digest);
                 return Ok(());
             }
             tracing::warn!(repo = %r, tag, digest = %digest, "the parent cannot tag a manifest by its digest; it is tagged under its sha256 there");
@@ -204,6 +275,9 @@ impl Pusher {
         self.parent
             .put_manifest(repo.as_str(), tag, &media_type, bytes)
             .await?;
+        if digest.algorithm() == Algorithm::Sha256 {
+            self.known_at_parent(digest);
+        }
         Ok(())
     }
 
@@ -257,12 +331,29 @@ impl Pusher {
         Ok(m.and_then(|m| m.body.map(|b| (m.media_type, b))))
     }
 
-    /// Pushes a manifest by digest with everything it needs that the parent lacks.
+    /// Whether the parent is known (this pass) to hold manifest `digest`.
+    fn is_at_parent(&self, digest: &Digest) -> bool {
+        self.at_parent
+            .lock()
+            .map(|s| s.contains(digest.as_str()))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that the parent holds manifest `digest`.
+    fn known_at_parent(&self, digest: &Digest) {
+        if let Ok(mut s) = self.at_parent.lock() {
+            s.insert(digest.to_string());
+        }
+    }
+
+    /// Makes the parent have everything manifest `digest` needs that it lacks, and the manifest
+    /// itself by digest when `put` (a tag push stores it by tag instead).
     fn push_manifest<'a>(
         &'a self,
         repo: &'a RepoName,
         digest: &'a Digest,
         depth: u32,
+        put: bool,
     ) -> Boxed<'a> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
@@ -270,120 +361,152 @@ impl Pusher {
                     "{digest}: manifests nested too deep"
                 )));
             }
+            if self.is_at_parent(digest) {
+                return Ok(());
+            }
             let Some((media_type, bytes)) = self.local_manifest(repo, digest)? else {
                 return Ok(());
             };
-            if self
-                .parent
-                .manifest_head(repo.as_str(), digest.as_str())
-                .await?
-                .is_some()
-            {
-                return Ok(());
-            }
             let parsed = manifest::parse(&bytes, Some(&media_type))
                 .map_err(|e| SyncError::Invalid(format!("stored manifest {digest}: {e}")))?;
-            for child in parsed.child_manifests() {
-                self.push_manifest(repo, &child.digest, depth + 1).await?;
+            let blobs: Vec<Digest> = parsed.required_blobs().map(|b| b.digest.clone()).collect();
+            // One round trip for every existence check: the manifest's and its blobs'.
+            let (there, missing) = tokio::join!(
+                self.parent.manifest_head(repo.as_str(), digest.as_str()),
+                self.missing_blobs(repo, blobs)
+            );
+            if there?.is_some() {
+                self.known_at_parent(digest);
+                return Ok(());
             }
-            for blob in parsed.required_blobs() {
-                self.push_blob(repo, &blob.digest).await?;
+            let children: Vec<Digest> =
+                parsed.child_manifests().map(|c| c.digest.clone()).collect();
+            let parallel = self.policy.max_parallel.max(1);
+            // By index: a closure over borrowed items would need a higher-ranked future.
+            let pushed: Vec<Result<(), SyncError>> = stream::iter(0..children.len())
+                .map(|i| self.push_manifest(repo, &children[i], depth + 1, true))
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+            pushed.into_iter().collect::<Result<(), _>>()?;
+            let uploaded: Vec<Result<(), SyncError>> = stream::iter(missing?)
+                .map(|d| self.upload_blob(repo, d))
+                .buffer_unordered(parallel)
+                .collect()
+                .await;
+            uploaded.into_iter().collect::<Result<(), _>>()?;
+            if put {
+                let body = bytes::Bytes::from(bytes);
+                let (r, d, m) = (repo.as_str(), digest.as_str(), media_type.as_str());
+                self.parent.put_manifest(r, d, m, body).await?;
+                self.known_at_parent(digest);
             }
-            self.parent
-                .put_manifest(
-                    repo.as_str(),
-                    digest.as_str(),
-                    &media_type,
-                    bytes::Bytes::from(bytes),
-                )
-                .await?;
             Ok(())
         })
     }
 
-    /// Makes the parent have a blob: already there, mounted from another repository, or
-    /// uploaded in chunks that resume from the parent's offset.
-    async fn push_blob(&self, repo: &RepoName, digest: &Digest) -> Result<(), SyncError> {
-        if self
-            .parent
-            .blob_exists(repo.as_str(), digest.as_str())
-            .await?
-            .is_some()
-        {
-            // A kill between the last PUT and forgetting the session leaves its key behind.
-            self.save(&upload_key(repo, digest), None)?;
-            return Ok(());
+    /// Those of `blobs` the parent lacks in `repo`, asked all at once.
+    async fn missing_blobs(
+        &self,
+        repo: &RepoName,
+        blobs: Vec<Digest>,
+    ) -> Result<Vec<Digest>, SyncError> {
+        let parallel = self.policy.max_parallel.max(1) * 2;
+        let heads: Vec<Result<Option<Digest>, SyncError>> = stream::iter(blobs)
+            .map(|d| async move {
+                let there = self.parent.blob_exists(repo.as_str(), d.as_str()).await?;
+                if there.is_none() {
+                    return Ok(Some(d));
+                }
+                // A kill between the last PUT and forgetting the session leaves its key behind.
+                self.save(&upload_key(repo, &d), None)?;
+                Ok(None)
+            })
+            .buffer_unordered(parallel)
+            .collect()
+            .await;
+        let mut missing = Vec::new();
+        for h in heads {
+            missing.extend(h?);
         }
-        let key = upload_key(repo, digest);
-        let mut session = self.resume(&key).await?;
-        if session.is_none() {
-            for from in local(|| self.store.meta.repos_linking(digest))? {
-                if from == repo.as_str() {
-                    continue;
-                }
-                match self
-                    .parent
-                    .mount_blob(repo.as_str(), digest.as_str(), &from)
-                    .await
-                {
-                    Ok(MountResult::Mounted) => return Ok(()),
-                    Ok(MountResult::Upload(s)) => {
-                        session = Some(s);
-                        break;
-                    }
-                    Err(e) if e.is_transient() => return Err(e.into()),
-                    Err(_) => continue,
-                }
+        Ok(missing)
+    }
+
+    /// An upload session for a blob the parent lacks: the saved one where the parent still
+    /// knows it, else a mount from another repository here, else a new one; `None` when a
+    /// mount made the blob present.
+    async fn open_session(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        key: &StateKey<'_>,
+    ) -> Result<Option<UploadSession>, SyncError> {
+        if let Some(s) = self.resume(key).await? {
+            return Ok(Some(s));
+        }
+        for from in local(|| self.store.meta.repos_linking(digest))? {
+            if from == repo.as_str() {
+                continue;
+            }
+            match self
+                .parent
+                .mount_blob(repo.as_str(), digest.as_str(), &from)
+                .await
+            {
+                Ok(MountResult::Mounted) => return Ok(None),
+                Ok(MountResult::Upload(s)) => return Ok(Some(s)),
+                Err(e) if e.is_transient() => return Err(e.into()),
+                Err(_) => continue,
             }
         }
-        let mut session = match session {
-            Some(s) => s,
-            None => self.parent.start_upload(repo.as_str()).await?,
+        Ok(Some(self.parent.start_upload(repo.as_str()).await?))
+    }
+
+    /// Uploads a blob the parent lacks, resuming from the parent's offset after a failure.
+    async fn upload_blob(&self, repo: &RepoName, digest: Digest) -> Result<(), SyncError> {
+        let key = upload_key(repo, &digest);
+        let mut turn = Some(self.take_turn().await?);
+        let Some(mut session) = self.open_session(repo, &digest, &key).await? else {
+            return Ok(());
         };
-        let (path, size) = match local(|| self.store.blobs.open_blob(digest))? {
-            Some((_, size)) => (self.store.blobs.path(digest), size),
+        let size = match local(|| self.store.blobs.open_blob(&digest))? {
+            Some((_, size)) => size,
             None => return Err(SyncError::Invalid(format!("blob {digest} is missing here"))),
         };
+        let path = self.store.blobs.path(&digest);
         self.save(&key, Some(&session))?;
         let mut failures = 0u32;
-        while session.offset < size {
+        loop {
             if self.stop.load(Ordering::SeqCst) {
                 return Err(SyncError::Stopped("sync window closed"));
             }
-            let len = self.policy.chunk_size.min(size - session.offset);
-            let body =
-                super::upload::file_body(path.clone(), session.offset, len, self.transfers.clone());
+            if turn.is_none() {
+                turn = Some(self.take_turn().await?);
+            }
             let before = session.offset;
-            match self.parent.upload_chunk(&mut session, body, len).await {
-                Ok(()) => {
-                    failures = 0;
-                    self.save(&key, Some(&session))?;
-                }
-                Err(e) if e.is_transient() && failures + 1 < MAX_ATTEMPTS => {
-                    // A cut link: ask the parent how far it got and go on from there, within
-                    // this pass (repeated failures without progress back off, then give up).
+            let sent = self.send_rest(&key, &mut session, &digest, &path, size, &mut turn);
+            let e = match sent.await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            match e {
+                SyncError::Parent(e) if e.is_transient() && failures + 1 < MAX_ATTEMPTS => {
+                    // A cut link: see how far the parent got and go on from there, within this
+                    // pass (repeated failures without progress back off, then give up).
                     tracing::info!(%digest, offset = before, error = %e, "upload interrupted; resuming");
-                    match self.parent.upload_status(&session).await {
-                        Ok(Some(s)) => {
-                            failures = if s.offset > before { 0 } else { failures + 1 };
-                            session = s;
-                            self.save(&key, Some(&session))?;
-                        }
-                        Ok(None) => {
-                            failures += 1;
-                            session = self.parent.start_upload(repo.as_str()).await?;
-                            self.save(&key, Some(&session))?;
-                        }
-                        Err(e) if e.is_transient() => failures += 1,
-                        Err(e) => return Err(e.into()),
+                    let found = self.recover(repo, &digest, &key, &mut session).await?;
+                    if found == Recovered::Done {
+                        break;
                     }
+                    let progress = found == Recovered::Progress || session.offset > before;
+                    failures = if progress { 0 } else { failures + 1 };
                     if failures > 0 {
                         let wait =
                             super::backoff::delay(failures, std::time::Duration::from_secs(10));
                         tokio::time::sleep(wait).await;
                     }
                 }
-                Err(ParentError::Protocol(m)) => {
+                SyncError::Parent(ParentError::Protocol(m)) => {
                     // The parent disagrees about the offset (some append at their own offset
                     // whatever Content-Range says): its copy cannot be trusted, start over.
                     tracing::warn!(%digest, message = %m, "upload offset disputed; starting the upload again");
@@ -391,14 +514,120 @@ impl Pusher {
                     session = self.parent.start_upload(repo.as_str()).await?;
                     self.save(&key, Some(&session))?;
                 }
-                Err(e) => return Err(e.into()),
+                e => return Err(e),
             }
         }
-        self.parent
-            .finish_upload(&session, digest.as_str(), None)
-            .await?;
         self.save(&key, None)?;
         Ok(())
+    }
+
+    /// A place among the blobs whose bytes are under way (`IN_PROGRESS`).
+    async fn take_turn(&self) -> Result<OwnedSemaphorePermit, SyncError> {
+        let turns = self.in_progress.clone();
+        turns
+            .acquire_owned()
+            .await
+            .map_err(|_| SyncError::Stopped("push-up ended"))
+    }
+
+    /// Sends the rest of the blob from `session.offset` in chunks sized to the link (the last
+    /// one in the finishing `PUT`), each waiting for the send slot; the blob's `turn` is
+    /// handed on with its last byte.
+    async fn send_rest(
+        &self,
+        key: &StateKey<'_>,
+        session: &mut UploadSession,
+        digest: &Digest,
+        path: &Path,
+        size: u64,
+        turn: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), SyncError> {
+        loop {
+            let left = size.saturating_sub(session.offset);
+            let len = self.chunk_len().min(left);
+            let last = len == left;
+            let slot = self.sending.clone().acquire_owned().await.ok();
+            let permits = [slot, if last { turn.take() } else { None }];
+            let t = self.transfers.clone();
+            let body = file_body(path.to_owned(), session.offset, len, t, permits);
+            let started = Instant::now();
+            if last {
+                let body = Some((body, len));
+                self.parent
+                    .finish_upload(session, digest.as_str(), body)
+                    .await?;
+                self.learn_rate(len, started.elapsed());
+                return Ok(());
+            }
+            self.parent.upload_chunk(session, body, len).await?;
+            self.learn_rate(len, started.elapsed());
+            self.save(key, Some(session))?;
+        }
+    }
+
+    /// The next chunk's size: about `CHUNK_TIME` at the rate seen so far, within the policy's
+    /// chunk size (a cut link costs at most about one chunk per blob under way).
+    fn chunk_len(&self) -> u64 {
+        let most = self.policy.chunk_size.max(MIN_CHUNK);
+        let rate = self.rate.lock().map(|r| *r).unwrap_or(0.0);
+        if rate <= 0.0 {
+            return FIRST_CHUNK.min(most);
+        }
+        let fit = (rate * CHUNK_TIME.as_secs_f64()) as u64;
+        fit.clamp(MIN_CHUNK, most)
+    }
+
+    /// Folds the time one chunk took (sending and answer) into the rate estimate.
+    fn learn_rate(&self, len: u64, took: Duration) {
+        if len < MIN_CHUNK || took.is_zero() {
+            return; // too small to say anything about the link
+        }
+        let seen = len as f64 / took.as_secs_f64();
+        if let Ok(mut r) = self.rate.lock() {
+            *r = if *r <= 0.0 { seen } else { (*r + seen) / 2.0 };
+        }
+    }
+
+    /// After a failed request: whether the blob arrived after all, or where the parent's copy
+    /// stands (a new session when it forgot the upload).
+    async fn recover(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        key: &StateKey<'_>,
+        session: &mut UploadSession,
+    ) -> Result<Recovered, SyncError> {
+        let before = session.offset;
+        // The finishing PUT may have completed with only its answer lost.
+        match self
+            .parent
+            .blob_exists(repo.as_str(), digest.as_str())
+            .await
+        {
+            Ok(Some(_)) => return Ok(Recovered::Done),
+            Ok(None) => {}
+            Err(e) if e.is_transient() => return Ok(Recovered::Nothing),
+            Err(e) => return Err(e.into()),
+        }
+        match self.parent.upload_status(session).await {
+            Ok(Some(s)) => {
+                let progress = s.offset > before;
+                *session = s;
+                self.save(key, Some(session))?;
+                Ok(if progress {
+                    Recovered::Progress
+                } else {
+                    Recovered::Nothing
+                })
+            }
+            Ok(None) => {
+                *session = self.parent.start_upload(repo.as_str()).await?;
+                self.save(key, Some(session))?;
+                Ok(Recovered::Nothing)
+            }
+            Err(e) if e.is_transient() => Ok(Recovered::Nothing),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A saved upload the parent still knows, with its true offset.
@@ -415,4 +644,29 @@ impl Pusher {
         local(|| self.store.meta.set_sync_state(key, text.as_deref()))?;
         Ok(())
     }
+}
+
+/// What a look at the parent after a failed upload request found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovered {
+    /// The blob is there: the upload is done.
+    Done,
+    /// The parent holds more than before: go on at once.
+    Progress,
+    /// No progress (or a new session): wait a little first.
+    Nothing,
+}
+
+/// The outbox action of a manifest stored by a client.
+const MANIFEST_PUT: &str = "manifest_put";
+/// The outbox action of a tag a client set.
+const TAG_SET: &str = "tag_set";
+
+/// Whether `next` tags the manifest `ev` stored (a `docker push`): pushing the tag stores it
+/// (by sha256, so other digests keep their own push by digest).
+fn tags_pushed_manifest(ev: &Event, next: &Event) -> bool {
+    ev.action == MANIFEST_PUT
+        && next.action == TAG_SET
+        && next.digest == ev.digest
+        && ev.digest.starts_with("sha256:")
 }

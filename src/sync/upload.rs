@@ -7,43 +7,85 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::transfer::Transfers;
 
 /// Bytes read from the file per step.
 const READ: u64 = 256 * 1024;
 
-/// `len` bytes of the file at `path` from `offset`, as a streaming request body.
-pub fn file_body(path: PathBuf, offset: u64, len: u64, transfers: Arc<Transfers>) -> reqwest::Body {
-    let state = (None::<File>, path, offset, len, transfers);
-    let stream = futures_util::stream::unfold(state, |(file, path, pos, left, t)| async move {
-        if left == 0 {
+/// What a body stream carries between steps.
+struct State {
+    file: Option<File>,
+    path: PathBuf,
+    pos: u64,
+    left: u64,
+    transfers: Arc<Transfers>,
+    /// Held until the last byte is handed to the connection (not until the parent answers), so
+    /// the next bytes follow at once while this request waits for its answer.
+    permits: [Option<OwnedSemaphorePermit>; 2],
+}
+
+/// `len` bytes of the file at `path` from `offset`, as a streaming request body; `permits` (the
+/// push-up's send slot and turn) are released once the last byte has been handed over.
+pub fn file_body(
+    path: PathBuf,
+    offset: u64,
+    len: u64,
+    transfers: Arc<Transfers>,
+    permits: [Option<OwnedSemaphorePermit>; 2],
+) -> reqwest::Body {
+    let state = State {
+        file: None,
+        path,
+        pos: offset,
+        left: len,
+        transfers,
+        permits,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if s.left == 0 {
             return None;
         }
-        let want = left.min(READ);
-        let read = super::local(|| -> std::io::Result<(File, Vec<u8>)> {
-            let mut f = match file {
-                Some(f) => f,
-                None => {
-                    let mut f = File::open(&path)?;
-                    f.seek(SeekFrom::Start(pos))?;
-                    f
-                }
-            };
-            let mut buf = vec![0u8; want as usize];
-            f.read_exact(&mut buf)?;
-            Ok((f, buf))
-        });
-        match read {
+        let want = s.left.min(READ);
+        let (file, path, pos) = (s.file.take(), s.path.clone(), s.pos);
+        match super::local(|| read_piece(file, &path, pos, want)) {
             Ok((f, buf)) => {
-                t.limiter.take(want).await;
-                Some((
-                    Ok(Bytes::from(buf)),
-                    (Some(f), path, pos + want, left - want, t),
-                ))
+                s.transfers.limiter.take(want).await;
+                s.file = Some(f);
+                s.pos += want;
+                s.left -= want;
+                if s.left == 0 {
+                    s.permits = [None, None];
+                }
+                Some((Ok(Bytes::from(buf)), s))
             }
-            Err(e) => Some((Err(e), (None, path, pos, 0, t))),
+            Err(e) => {
+                s.left = 0;
+                s.permits = [None, None];
+                Some((Err(e), s))
+            }
         }
     });
     reqwest::Body::wrap_stream(stream)
+}
+
+/// Reads `want` bytes at `pos`, opening the file on the first step.
+fn read_piece(
+    file: Option<File>,
+    path: &std::path::Path,
+    pos: u64,
+    want: u64,
+) -> std::io::Result<(File, Vec<u8>)> {
+    let mut f = match file {
+        Some(f) => f,
+        None => {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(pos))?;
+            f
+        }
+    };
+    let mut buf = vec![0u8; want as usize];
+    f.read_exact(&mut buf)?;
+    Ok((f, buf))
 }

@@ -319,18 +319,29 @@ fn pump(mut from: TcpStream, mut to: &TcpStream, downstream: bool, conn: &Conn, 
 const METHODS: [&str; 6] = ["GET ", "HEAD ", "POST ", "PUT ", "PATCH ", "DELETE "];
 
 /// Finds request lines in client bytes (bodies rarely look like one; tests send no such bodies).
+/// A request right after a body without a final newline shares its line with the body's end,
+/// so the request line is looked for at the end of each line.
 fn record_requests(line: &mut Vec<u8>, data: &[u8], sh: &Shared) {
     for &b in data {
         if b == b'\n' {
             let text = String::from_utf8_lossy(line);
-            let text = text.trim_end();
-            if METHODS.iter().any(|m| text.starts_with(m)) && text.contains(" HTTP/1.") {
+            if let Some(request) = request_line(text.trim_end()) {
                 let mut r = sh.requests.lock().unwrap_or_else(|e| e.into_inner());
-                r.push(text.to_owned());
+                r.push(request.to_owned());
             }
             line.clear();
         } else if line.len() < 8192 {
             line.push(b);
         }
     }
+}
+
+/// The request line `METHOD PATH HTTP/1.x` that ends `text`, if any.
+fn request_line(text: &str) -> Option<&str> {
+    METHODS.iter().find_map(|m| {
+        let at = text.rfind(m)?;
+        let rest = &text[at..];
+        let shaped = rest.split(' ').count() == 3 && rest.contains(" HTTP/1.");
+        shaped.then_some(rest)
+    })
 }

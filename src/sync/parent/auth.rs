@@ -172,6 +172,9 @@ pub struct State {
     pub realm: Option<Realm>,
     /// Tokens by scope key.
     pub tokens: TokenCache,
+    /// A request without credentials was answered without a challenge: a body needs no probe
+    /// first (a later challenge sets `basic` or `realm`, which take precedence).
+    pub open: bool,
 }
 
 /// Shared authentication state; `fetching` serialises token requests so that parallel

@@ -4,7 +4,8 @@
 //! A streamed body cannot be sent twice, so a request carrying one gets its credentials before
 //! it goes out: the cached bearer token for its scope set, a fresh one when the parent's token
 //! service is known, Basic when the parent asked for it, and otherwise a body-less `GET /v2/`
-//! first to learn the parent's challenge (an open parent costs that one extra request per body).
+//! first to learn the parent's challenge (once a request without credentials was answered, the
+//! parent is taken to be open and bodies go out without that probe).
 //! Should the parent still answer 401 (a token revoked meanwhile), its challenge is answered and
 //! the call fails with a transient `Server(401, …)` so that the caller sends the chunk again.
 //! Manifests are small and in memory: they are simply resent after a 401.
@@ -330,7 +331,7 @@ impl ParentClient {
     ) -> Result<Response, ParentError> {
         let key = auth::scope_key(scopes);
         let mut first = self.initial_cred(&key, scopes).await?;
-        if first.is_none() {
+        if first.is_none() && !self.inner.auth.lock().open {
             // Nothing known yet: a body-less request learns the scheme (and fetches the token).
             let probe = format!("{}/v2/", self.inner.base);
             drop(self.call(Method::GET, &probe, scopes).await?);
