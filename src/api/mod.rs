@@ -4,6 +4,7 @@
 //! into a spec-shaped error. Absolute URLs follow the API proxy's forwarded headers.
 
 mod acr;
+mod acr_tags;
 mod audit;
 pub mod auth;
 pub mod error;
@@ -72,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/acr/v1/status").route(web::get().to(acr::status)))
         .service(web::resource("/acr/v1/sync").to(acr::sync))
         .service(web::resource("/acr/v1/metrics").route(web::get().to(acr::metrics)))
+        .service(web::resource("/acr/v1/{name:.+}/_tags").to(acr_tags::list))
         .service(
             web::resource("/acr/v1/connectedRegistries/{name}/exchange").to(hierarchy::exchange),
         )

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acr_tags;
 mod content;
 mod discovery;
 mod edges;
