@@ -94,8 +94,11 @@ impl Engine {
         scope: &Scope,
         deadline: Option<chrono::DateTime<Utc>>,
     ) -> Result<(), ()> {
-        // While offline, a cheap probe first: the state says Syncing only once the parent answers.
-        if self.status.state() == ConnectionState::Offline {
+        // While offline after a failed pass, a cheap probe first: the state says Syncing only
+        // once the parent answers. The first pass goes straight to work (a round trip less
+        // before the first byte); its first request tells the same.
+        let failed_before = self.status.passes() > 0;
+        if failed_before && self.status.state() == ConnectionState::Offline {
             if let Err(e) = self.parent.ping().await {
                 if e.is_transient() {
                     let e = SyncError::from(e);

@@ -13,7 +13,7 @@ use futures_util::stream::{self, StreamExt};
 use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
 use super::local;
-use super::parent::{ParentClient, ParentError};
+use super::parent::{FetchedManifest, ParentClient, ParentError};
 use super::policy::SyncPolicy;
 use super::status::Progress;
 use super::transfer::{Job, Stop, Transfers};
@@ -55,38 +55,50 @@ pub struct PassCache {
 
 type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, SyncError>> + Send + 'a>>;
 
+/// One tag to bring up to date.
+struct TagWork {
+    tag: String,
+    /// Its digest here, if it exists here.
+    here: Option<String>,
+    /// Its digest at the parent, when the parent's listing said it.
+    there: Option<String>,
+}
+
 impl Puller {
     /// Mirrors `repo`; returns how many tags it holds afterwards.
     pub async fn sync_repository(&self, repo: &RepoName) -> Result<usize, SyncError> {
-        let parent_tags = match self.parent.tags(repo.as_str()).await {
-            Ok(t) => t,
-            Err(ParentError::NotFound) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let listed = self.parent_tags(repo).await?;
         if let Ok(mut known) = self.seen.parent_tags.lock() {
-            known.extend(parent_tags.iter().cloned());
+            known.extend(listed.iter().map(|(t, _)| t.clone()));
         }
-        let selected: Vec<String> = parent_tags
+        let selected: Vec<(String, Option<String>)> = listed
             .into_iter()
-            .filter(|t| self.policy.tag_selected(t))
+            .filter(|(t, _)| self.policy.tag_selected(t))
             .collect();
         let local_tags: HashMap<String, String> = local(|| self.store.meta.tag_digests(repo))?
             .into_iter()
             .collect();
         let parallel = self.policy.max_parallel.max(1) * 2;
-        let work: Vec<(String, Option<String>)> = selected
+        let work: Vec<TagWork> = selected
             .iter()
-            .filter(|t| !self.skip_tags.contains(*t))
-            .map(|t| (t.clone(), local_tags.get(t).cloned()))
+            .filter(|(t, _)| !self.skip_tags.contains(t))
+            .map(|(t, there)| TagWork {
+                tag: t.clone(),
+                here: local_tags.get(t).cloned(),
+                there: there.clone(),
+            })
+            // A tag the listing shows unchanged needs nothing, unless referrers are mirrored.
+            .filter(|w| self.policy.referrers || w.there.is_none() || w.there != w.here)
             .collect();
         let results: Vec<Result<(), SyncError>> = stream::iter(work)
-            .map(|(tag, here)| self.sync_tag(repo, tag, here))
+            .map(|w| self.sync_tag(repo, w))
             .buffer_unordered(parallel)
             .collect()
             .await;
         if let Some(e) = results.into_iter().find_map(Result::err) {
             return Err(e);
         }
+        let selected: Vec<String> = selected.into_iter().map(|(t, _)| t).collect();
         if self.policy.mode == Mode::ReadOnly {
             let keep: HashSet<&String> = selected.iter().collect();
             for tag in local_tags.keys().filter(|t| !keep.contains(t)) {
@@ -108,27 +120,67 @@ impl Puller {
         Ok(selected.len())
     }
 
-    /// Brings one tag up to date: its manifest tree first, the tag last.
-    async fn sync_tag(
+    /// The parent's tags of `repo`, each with its digest where the parent lists them so (ACR's
+    /// tag listing: one request per 1,000 tags instead of a HEAD per tag).
+    async fn parent_tags(
         &self,
         repo: &RepoName,
-        tag: String,
-        here: Option<String>,
-    ) -> Result<(), SyncError> {
-        let tag = tag.as_str();
+    ) -> Result<Vec<(String, Option<String>)>, SyncError> {
+        match self.parent.tag_digests(repo.as_str()).await {
+            Ok(Some(listed)) => return Ok(listed.into_iter().map(|(t, d)| (t, Some(d))).collect()),
+            Ok(None) => {}
+            Err(e) if e.is_transient() => return Err(e.into()),
+            // A listing the parent botched is no reason to fail: the tag list still works.
+            Err(e) => tracing::debug!(error = %e, "tag listing failed; using the tag list"),
+        }
+        match self.parent.tags(repo.as_str()).await {
+            Ok(t) => Ok(t.into_iter().map(|t| (t, None)).collect()),
+            Err(ParentError::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where `tag` points at the parent and, for a tag new here, its manifest fetched by tag in
+    /// the same request (one round trip fewer before the first blob).
+    async fn resolve_tag(
+        &self,
+        repo: &RepoName,
+        w: &TagWork,
+    ) -> Result<Option<(Digest, Option<FetchedManifest>)>, SyncError> {
+        let bad = || SyncError::Invalid(format!("the parent gave a bad digest for {}", w.tag));
+        if let Some(d) = &w.there {
+            return Ok(Some((d.parse().map_err(|_| bad())?, None)));
+        }
+        if w.here.is_none() {
+            let Some(f) = self.parent.manifest(repo.as_str(), &w.tag).await? else {
+                return Ok(None); // deleted at the parent meanwhile
+            };
+            return Ok(Some((f.digest.parse().map_err(|_| bad())?, Some(f))));
+        }
+        let Some(head) = self.parent.manifest_head(repo.as_str(), &w.tag).await? else {
+            return Ok(None);
+        };
+        Ok(Some((head.digest.parse().map_err(|_| bad())?, None)))
+    }
+
+    /// Brings one tag up to date: its manifest tree first, the tag last.
+    async fn sync_tag(&self, repo: &RepoName, w: TagWork) -> Result<(), SyncError> {
+        let tag = w.tag.as_str();
         let Ok(t) = Tag::parse(tag) else {
             tracing::warn!(repo = %repo.as_str(), tag, "the parent lists an invalid tag; skipped");
             return Ok(());
         };
-        let Some(head) = self.parent.manifest_head(repo.as_str(), tag).await? else {
-            return Ok(()); // deleted at the parent meanwhile
+        let Some((digest, fetched)) = self.resolve_tag(repo, &w).await? else {
+            return Ok(());
         };
-        let digest: Digest = head
-            .digest
-            .parse()
-            .map_err(|_| SyncError::Invalid(format!("the parent gave a bad digest for {tag}")))?;
-        if here.as_ref() != Some(&head.digest) {
-            self.ensure_manifest(repo, &digest, 0).await?;
+        let here = w.here;
+        if here.as_deref() != Some(digest.as_str()) {
+            match fetched {
+                Some(f) if !self.have_manifest(repo, &digest)? => {
+                    self.store_fetched(repo, &digest, f, 0).await?
+                }
+                _ => self.ensure_manifest(repo, &digest, 0).await?,
+            }
             // Only if no client moved the tag since the snapshot: that move waits in the outbox.
             let set = local(|| {
                 self.store
@@ -156,6 +208,12 @@ impl Puller {
         Ok(())
     }
 
+    /// Whether manifest `digest` is stored in `repo` already.
+    fn have_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<bool, SyncError> {
+        let r = Reference::Digest(digest.clone());
+        Ok(local(|| self.store.meta.manifest(repo, &r, false))?.is_some())
+    }
+
     /// Stores the manifest `digest` with everything it needs (children per platform filter).
     pub fn ensure_manifest<'a>(
         &'a self,
@@ -169,12 +227,7 @@ impl Puller {
                     "{digest}: manifests nested too deep"
                 )));
             }
-            let have = local(|| {
-                self.store
-                    .meta
-                    .manifest(repo, &Reference::Digest(digest.clone()), false)
-            })?;
-            if have.is_some() {
+            if self.have_manifest(repo, digest)? {
                 return Ok(());
             }
             let fetched = self
@@ -182,6 +235,19 @@ impl Puller {
                 .manifest(repo.as_str(), digest.as_str())
                 .await?
                 .ok_or_else(|| SyncError::Invalid(format!("{digest} vanished at the parent")))?;
+            self.store_fetched(repo, digest, fetched, depth).await
+        })
+    }
+
+    /// Stores a manifest fetched from the parent after its children and blobs.
+    fn store_fetched<'a>(
+        &'a self,
+        repo: &'a RepoName,
+        digest: &'a Digest,
+        fetched: FetchedManifest,
+        depth: u32,
+    ) -> Boxed<'a, ()> {
+        Box::pin(async move {
             let parsed =
                 manifest::parse(&fetched.bytes, Some(&fetched.media_type)).map_err(|e| {
                     SyncError::Invalid(format!("manifest {digest} from the parent: {e}"))

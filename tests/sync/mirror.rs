@@ -190,6 +190,24 @@ fn mirrors_a_connected_registry_root_over_bearer_tokens() {
         "tokens not reused: {tokens} token requests for {v2} requests: {:#?}",
         proxy.requests()
     );
+    // A pass that finds nothing new learns every tag's digest from the parent's tag listing:
+    // no tag list, no HEAD per tag.
+    proxy.reset_counters();
+    let passes = |r: &Registry| crate::status(r)["syncPasses"].as_u64().unwrap_or(0);
+    let before = passes(&reg);
+    wait_for(&reg, "two more passes", Duration::from_secs(30), || {
+        passes(&reg) >= before + 2
+    });
+    let requests = proxy.requests();
+    let listing = format!("GET /acr/v1/{REPO}/_tags");
+    let per_tag = format!("HEAD /v2/{REPO}/manifests/");
+    assert!(
+        requests.iter().any(|r| r.starts_with(&listing))
+            && !requests
+                .iter()
+                .any(|r| r.starts_with(&per_tag) || r.contains("/tags/list")),
+        "a no-change pass did not use the tag listing alone: {requests:#?}"
+    );
     root.stop_hard();
     assert_mirrored(&reg, &c);
     skopeo_pull(&reg, &c);

@@ -111,6 +111,8 @@ struct Inner {
     username: String,
     password: String,
     auth: auth::AuthState,
+    /// When the parent was last found without ACR's tag listing (asked again after a while).
+    no_tag_listing: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl fmt::Debug for ParentClient {
@@ -167,6 +169,7 @@ impl ParentClient {
                 username: username.to_owned(),
                 password: password.to_owned(),
                 auth: auth::AuthState::default(),
+                no_tag_listing: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -35,13 +35,19 @@ impl ParentClient {
         repo: &str,
     ) -> Result<Option<Vec<(String, String)>>, ParentError> {
         let repo = checked_repo(repo)?;
+        if self.tag_listing_absent() {
+            return Ok(None);
+        }
         let base = format!("{}/acr/v1/{repo}/_tags", self.inner.base);
         let mut url = format!("{base}?n={PAGE}");
         let mut all = Vec::new();
         for page in 0..TAGS_PAGES_MAX {
             let (entries, next) = match self.tag_page(repo, &url, page == 0).await? {
                 Answer::Page(entries, next) => (entries, next),
-                Answer::Absent => return Ok(None),
+                Answer::Absent => {
+                    self.remember_no_tag_listing();
+                    return Ok(None);
+                }
                 Answer::Unknown => return Ok(Some(Vec::new())),
             };
             let last = entries
@@ -167,6 +173,25 @@ fn after(base: &str, last: &str) -> Result<String, ParentError> {
         .map(String::from)
         .map_err(|e| ParentError::Protocol(format!("bad listing URL: {e}")))
 }
+
+impl ParentClient {
+    /// Whether the parent was found without the tag listing lately (not asked again for
+    /// `ABSENT_FOR`, so a generic parent costs one refused request per hour, not per repository).
+    fn tag_listing_absent(&self) -> bool {
+        let seen = self.inner.no_tag_listing.lock().map(|s| *s).unwrap_or(None);
+        seen.is_some_and(|at| at.elapsed() < ABSENT_FOR)
+    }
+
+    /// Remembers that the parent has no tag listing.
+    fn remember_no_tag_listing(&self) {
+        if let Ok(mut s) = self.inner.no_tag_listing.lock() {
+            *s = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// How long a parent without the tag listing is not asked for it again.
+const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[cfg(test)]
 mod tests {
@@ -334,7 +359,7 @@ mod tests {
     async fn absent_api_unknown_repository_and_failures() {
         let unsupported = r#"{"errors":[{"code":"UNSUPPORTED","message":"no such endpoint"}]}"#;
         let unknown = r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository unknown"}]}"#;
-        let (port, _) = parent(Arc::new(move |r: &Req, _| {
+        let (port, seen) = parent(Arc::new(move |r: &Req, _| {
             let repo = r.path.trim_start_matches("/acr/v1/").split('/').next();
             match repo.unwrap_or("") {
                 "plain" => reply("404 Not Found", &[], "404 page not found"),
@@ -355,10 +380,17 @@ mod tests {
                 _ => reply("404 Not Found", &[], ""),
             }
         }));
-        let c = client(port);
+        // A fresh client each: one that found the listing absent does not ask again.
         for absent in ["plain", "method", "bad", "older", "portal", "denied"] {
-            assert_eq!(c.tag_digests(absent).await, Ok(None), "{absent}");
+            assert_eq!(client(port).tag_digests(absent).await, Ok(None), "{absent}");
         }
+        let c = client(port);
+        let asked = || seen.lock().map(|s| s.len()).unwrap_or(0);
+        assert_eq!(c.tag_digests("plain").await, Ok(None));
+        let before = asked();
+        assert_eq!(c.tag_digests("method").await, Ok(None));
+        assert_eq!(asked(), before, "an absent listing was asked for again");
+        let c = client(port);
         assert_eq!(c.tag_digests("gone").await, Ok(Some(Vec::new())));
         assert_eq!(c.tag_digests("empty").await, Ok(Some(Vec::new())));
         assert!(matches!(
