@@ -71,11 +71,16 @@ pub struct Image {
 }
 
 impl Image {
-    /// An image with `layers` pseudo-random layers of `layer_size` bytes each (`seed` varies
-    /// the content).
+    /// An image with `layers` layers, each an uncompressed tar of one pseudo-random file of
+    /// `layer_size` bytes (`seed` varies the content): real enough for `docker pull` to unpack.
     pub fn new(layers: usize, layer_size: usize, seed: u64) -> Image {
         let layers: Vec<Blob> = (0..layers)
-            .map(|i| Blob::new(OCI_LAYER, pseudo_random(layer_size, seed + i as u64)))
+            .map(|i| {
+                Blob::new(
+                    OCI_LAYER,
+                    tar_of(pseudo_random(layer_size, seed + i as u64)),
+                )
+            })
             .collect();
         let diff: Vec<&str> = layers.iter().map(|l| l.digest.as_str()).collect();
         let config = json!({"architecture": "amd64", "os": "linux",
@@ -240,4 +245,33 @@ pub fn tags(c: &mut Conn, repo: &str) -> Vec<String> {
     let v: Value = serde_json::from_slice(&r.body)
         .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {}", r.text()));
     serde_json::from_value(v["tags"].clone()).unwrap_or_default()
+}
+
+/// An uncompressed tar archive holding `data` as the file `data.bin`.
+fn tar_of(data: Vec<u8>) -> Vec<u8> {
+    let mut header = [0u8; 512];
+    let field =
+        |h: &mut [u8; 512], at: usize, text: &[u8]| h[at..at + text.len()].copy_from_slice(text);
+    field(&mut header, 0, b"data.bin");
+    field(&mut header, 100, b"0000644\0");
+    field(&mut header, 108, b"0000000\0");
+    field(&mut header, 116, b"0000000\0");
+    field(
+        &mut header,
+        124,
+        format!("{:011o}\0", data.len()).as_bytes(),
+    );
+    field(&mut header, 136, b"00000000000\0");
+    header[156] = b'0';
+    field(&mut header, 257, b"ustar\000");
+    // The checksum is summed with its own field as spaces.
+    header[148..156].copy_from_slice(b"        ");
+    let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
+    field(&mut header, 148, format!("{sum:06o}\0 ").as_bytes());
+    let padded = data.len().div_ceil(512) * 512;
+    let mut tar = Vec::with_capacity(512 + padded + 1024);
+    tar.extend_from_slice(&header);
+    tar.extend_from_slice(&data);
+    tar.resize(512 + padded + 1024, 0);
+    tar
 }

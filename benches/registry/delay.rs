@@ -43,10 +43,42 @@ impl DelayRelay {
 
     /// Cuts every open connection (a link drop); new ones are accepted as before.
     pub fn cut(&self) {
-        if let Ok(mut open) = self.open.lock() {
-            for s in open.drain(..) {
-                let _ = s.shutdown(Shutdown::Both);
+        cut_all(&self.open);
+    }
+
+    /// Cuts every open connection every `every` until the returned guard is dropped.
+    pub fn cut_every(&self, every: Duration) -> Cutter {
+        let (open, stop) = (self.open.clone(), Arc::new(AtomicBool::new(false)));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut next = Instant::now() + every;
+            while !s.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    cut_all(&open);
+                    next += every;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
+        });
+        Cutter { stop }
+    }
+}
+
+/// Periodic link cuts; they stop when this is dropped.
+pub struct Cutter {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn cut_all(open: &Mutex<Vec<TcpStream>>) {
+    if let Ok(mut open) = open.lock() {
+        for s in open.drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
         }
     }
 }

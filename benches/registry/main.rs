@@ -10,6 +10,7 @@
 mod contended;
 mod content;
 mod delay;
+mod docker;
 mod edge;
 mod http;
 mod load;

@@ -67,6 +67,19 @@ pub fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> b
 
 /// Runs `skopeo copy` from `src` to `dst` (`host:port/repo:tag`), bounded by `LIMIT`.
 pub fn skopeo_copy(run: &Path, src: &str, dst: &str) {
+    if let Err(e) = skopeo_copy_within(run, src, dst, &[], LIMIT) {
+        panic!("{e}");
+    }
+}
+
+/// Runs `skopeo copy` with `extra` options, killed after `limit`; the error says what failed.
+pub fn skopeo_copy_within(
+    run: &Path,
+    src: &str,
+    dst: &str,
+    extra: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
     let skopeo = require("skopeo", "skopeo");
     let (out, err) = (run.join("skopeo.out"), run.join("skopeo.err"));
     let file = |p: &Path| {
@@ -77,6 +90,7 @@ pub fn skopeo_copy(run: &Path, src: &str, dst: &str) {
     let mut cmd = Command::new(skopeo);
     cmd.args(["copy", "--insecure-policy", "--preserve-digests"])
         .args(["--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args(extra)
         .arg(format!("docker://{src}"))
         .arg(format!("docker://{dst}"))
         .env("TMPDIR", run)
@@ -86,7 +100,7 @@ pub fn skopeo_copy(run: &Path, src: &str, dst: &str) {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let deadline = Instant::now() + LIMIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Ok(Some(st)) = child.try_wait() {
             break st;
@@ -94,16 +108,17 @@ pub fn skopeo_copy(run: &Path, src: &str, dst: &str) {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {LIMIT:?}");
+            return Err(format!("{cmd:?} did not finish within {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
     if !status.success() {
-        panic!(
+        return Err(format!(
             "{cmd:?} failed ({status}):\n{}",
             std::fs::read_to_string(&err).unwrap_or_default()
-        );
+        ));
     }
+    Ok(())
 }
 
 /// Mirrors a `cfg.mirror_layers`-layer image from `parent`: `skopeo copy` into a fresh

@@ -85,18 +85,7 @@ impl Server {
             let config = dir.join("config.yml");
             fs::write(&config, reference_config(&dir.join("data"), ip, port))
                 .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
-            let mut c = match ns {
-                // nsenter changes the network namespace only and execs in place, so the
-                // child's pid is the server's own.
-                Some(ns) => {
-                    let mut c = clean_command(&require("nsenter", "util-linux"));
-                    c.arg(format!("--net=/run/netns/{ns}"))
-                        .arg("--")
-                        .arg(&program);
-                    c
-                }
-                None => clean_command(&program),
-            };
+            let mut c = in_namespace(ns, &program);
             c.arg("serve").arg(&config);
             c
         })
@@ -105,11 +94,26 @@ impl Server {
     /// Starts `connected-registry` (`bin`) in a fresh directory under `run`; with `parent`
     /// (`host:port`, policy TOML) it is a child mirroring that parent over plain HTTP.
     pub fn ours(bin: &Path, run: &Path, parent: Option<(&str, &str)>) -> Server {
-        Self::start(Kind::Ours, run, Ipv4Addr::LOCALHOST, |dir, port| {
-            let mut c = clean_command(bin);
+        Self::ours_at(bin, run, None, Ipv4Addr::LOCALHOST, parent)
+    }
+
+    /// Starts a root `connected-registry` in network namespace `ns`, listening on `ip` there.
+    pub fn ours_in(bin: &Path, run: &Path, ns: &str, ip: Ipv4Addr) -> Server {
+        Self::ours_at(bin, run, Some(ns), ip, None)
+    }
+
+    fn ours_at(
+        bin: &Path,
+        run: &Path,
+        ns: Option<&str>,
+        ip: Ipv4Addr,
+        parent: Option<(&str, &str)>,
+    ) -> Server {
+        Self::start(Kind::Ours, run, ip, |dir, port| {
+            let mut c = in_namespace(ns, bin);
             c.arg("serve")
                 .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
+                .arg(format!("{ip}:{port}"))
                 .arg("--data-dir")
                 .arg(dir.join("data"))
                 .arg("--insecure-no-auth")
@@ -128,6 +132,21 @@ impl Server {
                     ),
                 );
             }
+            c
+        })
+    }
+
+    /// Starts `docker-registry` as a pull-through cache of `remote` (`http://host:port`).
+    pub fn pull_through(run: &Path, remote: &str) -> Server {
+        let program = require("docker-registry", "docker-registry");
+        Self::start(Kind::Reference, run, Ipv4Addr::LOCALHOST, |dir, port| {
+            let config = dir.join("config.yml");
+            let mut text = reference_config(&dir.join("data"), Ipv4Addr::LOCALHOST, port);
+            text.push_str(&format!("proxy:\n  remoteurl: {remote}\n"));
+            fs::write(&config, text)
+                .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+            let mut c = clean_command(&program);
+            c.arg("serve").arg(&config);
             c
         })
     }
@@ -244,6 +263,21 @@ fn wait_ready(child: &mut Child, addr: SocketAddr) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// `program` with a clean environment, run in network namespace `ns` when given: nsenter
+/// changes the network namespace only and execs in place, so the child's pid is the program's.
+fn in_namespace(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = clean_command(&require("nsenter", "util-linux"));
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => clean_command(program),
+    }
 }
 
 /// A command with a clean environment: `REGISTRY_*` or `ACR_*` variables of the caller would
