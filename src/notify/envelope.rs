@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::Action;
-use crate::storage::metadata::Event;
+use crate::storage::metadata::{Event, EventAction};
 
 /// Distribution 2's envelope media type, the default.
 pub const EVENTS_V1: &str = "application/vnd.docker.distribution.events.v1+json";
@@ -81,12 +81,11 @@ pub struct Envelope<'a> {
     pub events: &'a [Notice],
 }
 
-/// The notification action of a log action; `None` for what is not notified.
-fn action(log_action: &str) -> Option<Action> {
+/// The notification action of a log action.
+fn action(log_action: EventAction) -> Action {
     match log_action {
-        "manifest_put" | "tag_set" => Some(Action::Push),
-        "manifest_delete" | "tag_delete" => Some(Action::Delete),
-        _ => None,
+        EventAction::ManifestPut | EventAction::TagSet => Action::Push,
+        EventAction::ManifestDelete | EventAction::TagDelete => Action::Delete,
     }
 }
 
@@ -103,9 +102,9 @@ pub fn notices(events: &[Event], source: &Source) -> Vec<Notice> {
 }
 
 fn folded_into_next(e: &Event, next: Option<&Event>) -> bool {
-    e.action == "manifest_put"
+    e.action == EventAction::ManifestPut
         && next.is_some_and(|n| {
-            n.action == "tag_set"
+            n.action == EventAction::TagSet
                 && n.seq == e.seq + 1
                 && n.repo == e.repo
                 && n.digest == e.digest
@@ -114,7 +113,7 @@ fn folded_into_next(e: &Event, next: Option<&Event>) -> bool {
 }
 
 fn notice(e: &Event, source: &Source) -> Option<Notice> {
-    let action = action(&e.action)?;
+    let action = action(e.action);
     let url = source
         .addr
         .as_ref()
@@ -150,12 +149,12 @@ mod tests {
     const D: &str = "sha256:aa";
     const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 
-    fn ev(seq: i64, action: &str, tag: Option<&str>, known: bool) -> Event {
+    fn ev(seq: i64, action: EventAction, tag: Option<&str>, known: bool) -> Event {
         Event {
             seq,
             time: 1_767_225_600,
             repo: "team/app".into(),
-            action: action.into(),
+            action,
             tag: tag.map(str::to_owned),
             digest: D.into(),
             previous: None,
@@ -180,8 +179,8 @@ mod tests {
     #[test]
     fn a_push_by_tag_is_one_push_event_with_the_tag() {
         let v = json_of(&[
-            ev(7, "manifest_put", None, true),
-            ev(8, "tag_set", Some("v1"), true),
+            ev(7, EventAction::ManifestPut, None, true),
+            ev(8, EventAction::TagSet, Some("v1"), true),
         ]);
         assert_eq!(
             v,
@@ -202,7 +201,7 @@ mod tests {
 
     #[test]
     fn a_push_by_digest_has_no_tag() {
-        let v = json_of(&[ev(3, "manifest_put", None, true)]);
+        let v = json_of(&[ev(3, EventAction::ManifestPut, None, true)]);
         let e = &v["events"][0];
         assert_eq!(e["id"], "inst-3");
         assert_eq!(e["action"], "push");
@@ -214,8 +213,8 @@ mod tests {
     #[test]
     fn deletes_of_a_tag_and_of_a_manifest() {
         let v = json_of(&[
-            ev(4, "tag_delete", Some("v1"), false),
-            ev(5, "manifest_delete", None, false),
+            ev(4, EventAction::TagDelete, Some("v1"), false),
+            ev(5, EventAction::ManifestDelete, None, false),
         ]);
         let (tag, manifest) = (&v["events"][0], &v["events"][1]);
         assert_eq!(tag["action"], "delete");
@@ -230,22 +229,23 @@ mod tests {
     }
 
     #[test]
-    fn a_tag_move_is_a_push_and_unknown_actions_are_skipped() {
+    fn a_tag_move_is_a_push() {
         let n = notices(
-            &[
-                ev(1, "tag_set", Some("latest"), true),
-                ev(2, "repo_gc", None, false),
-            ],
+            &[ev(1, EventAction::TagSet, Some("latest"), true)],
             &Source::default(),
         );
         assert_eq!(n.len(), 1);
         assert_eq!(n[0].action, Action::Push);
         assert_eq!(n[0].target.url, None, "no login server, no URL");
         // A put not followed by its own tag set stays a push of its own.
-        let mut other = ev(2, "tag_set", Some("v2"), true);
+        let mut other = ev(2, EventAction::TagSet, Some("v2"), true);
         other.digest = "sha256:bb".into();
         assert_eq!(
-            notices(&[ev(1, "manifest_put", None, true), other], &source()).len(),
+            notices(
+                &[ev(1, EventAction::ManifestPut, None, true), other],
+                &source()
+            )
+            .len(),
             2
         );
     }

@@ -34,7 +34,7 @@ use super::status::{DetailCode, Status};
 use super::transfer::{Stop, Transfers};
 use super::upload::file_body;
 use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName};
-use crate::storage::metadata::{Event, StateKey};
+use crate::storage::metadata::{Event, EventAction, StateKey};
 use crate::storage::{fsutil::now_secs, Store};
 
 /// Events read from the outbox at a time.
@@ -184,11 +184,10 @@ impl Pusher {
 
     /// The audit line of a change sent, when the policy asks for them.
     fn audit_sent(&self, repo: &RepoName, ev: &Event) {
-        let event = match ev.action.as_str() {
-            MANIFEST_PUT => SyncEvent::ManifestPushed,
-            TAG_SET => SyncEvent::TagPushed,
-            "tag_delete" | "manifest_delete" => SyncEvent::DeletePushed,
-            _ => return,
+        let event = match ev.action {
+            EventAction::ManifestPut => SyncEvent::ManifestPushed,
+            EventAction::TagSet => SyncEvent::TagPushed,
+            EventAction::TagDelete | EventAction::ManifestDelete => SyncEvent::DeletePushed,
         };
         let subject = Subject {
             repo: repo.as_str(),
@@ -206,19 +205,19 @@ impl Pusher {
         ev: &Event,
         digest: &Digest,
     ) -> Result<(), SyncError> {
-        match (ev.action.as_str(), ev.tag.as_deref()) {
-            (MANIFEST_PUT, _) => self.push_manifest(repo, digest, 0, true).await,
-            (TAG_SET, Some(tag)) => {
+        match (ev.action, ev.tag.as_deref()) {
+            (EventAction::ManifestPut, _) => self.push_manifest(repo, digest, 0, true).await,
+            (EventAction::TagSet, Some(tag)) => {
                 self.push_tag(repo, tag, digest, ev.previous.as_deref())
                     .await
             }
-            ("tag_delete", Some(tag)) => {
+            (EventAction::TagDelete, Some(tag)) => {
                 // A manifest deleted here logs its tags' deletes first; the manifest delete that
                 // follows removes them at the parent too, so a refusal here is no news.
                 let gone = self.local_manifest(repo, digest)?.is_none();
                 self.delete(repo, tag, !gone).await
             }
-            ("manifest_delete", _) => self.delete(repo, digest.as_str(), true).await,
+            (EventAction::ManifestDelete, _) => self.delete(repo, digest.as_str(), true).await,
             _ => Ok(()),
         }
     }
@@ -657,16 +656,11 @@ enum Recovered {
     Nothing,
 }
 
-/// The outbox action of a manifest stored by a client.
-const MANIFEST_PUT: &str = "manifest_put";
-/// The outbox action of a tag a client set.
-const TAG_SET: &str = "tag_set";
-
 /// Whether `next` tags the manifest `ev` stored (a `docker push`): pushing the tag stores it
 /// (by sha256, so other digests keep their own push by digest).
 fn tags_pushed_manifest(ev: &Event, next: &Event) -> bool {
-    ev.action == MANIFEST_PUT
-        && next.action == TAG_SET
+    ev.action == EventAction::ManifestPut
+        && next.action == EventAction::TagSet
         && next.digest == ev.digest
         && ev.digest.starts_with("sha256:")
 }

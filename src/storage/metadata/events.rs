@@ -16,8 +16,8 @@ pub struct Event {
     pub time: i64,
     /// Repository name.
     pub repo: String,
-    /// `manifest_put`, `manifest_delete`, `tag_set` or `tag_delete`.
-    pub action: String,
+    /// What happened.
+    pub action: EventAction,
     /// The tag, for tag events.
     pub tag: Option<String>,
     /// The manifest digest concerned.
@@ -30,6 +30,49 @@ pub struct Event {
     pub size: Option<i64>,
     /// Who made the change: a client here, or sync applying the parent's state.
     pub origin: Origin,
+}
+
+/// What an event did (stored as its `as_str` name).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventAction {
+    /// A manifest was stored.
+    ManifestPut,
+    /// A manifest (and its tags) was deleted.
+    ManifestDelete,
+    /// A tag was set or moved.
+    TagSet,
+    /// A tag was deleted.
+    TagDelete,
+}
+
+impl EventAction {
+    /// The value stored in the `action` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::ManifestPut => "manifest_put",
+            EventAction::ManifestDelete => "manifest_delete",
+            EventAction::TagSet => "tag_set",
+            EventAction::TagDelete => "tag_delete",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            EventAction::ManifestPut,
+            EventAction::ManifestDelete,
+            EventAction::TagSet,
+            EventAction::TagDelete,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for EventAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Who made a change; push-up sends only what clients did here, never what sync brought down.
@@ -67,7 +110,7 @@ impl Origin {
 /// The fields of an event to append; `seq` and `time` are assigned on insert.
 pub(super) struct NewEvent<'a> {
     pub repo: &'a str,
-    pub action: &'a str,
+    pub action: EventAction,
     pub tag: Option<&'a str>,
     pub digest: &'a str,
     pub previous: Option<&'a str>,
@@ -85,7 +128,7 @@ pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
     .execute(params![
         now_secs(),
         e.repo,
-        e.action,
+        e.action.as_str(),
         e.tag,
         e.digest,
         e.previous,
@@ -98,13 +141,23 @@ pub(super) fn append(conn: &Connection, e: NewEvent<'_>) -> Result<()> {
 
 /// The columns every event query reads, in `row_event` order.
 const COLUMNS: &str = "seq, time, repo, action, tag, digest, previous, media_type, size, origin";
+/// The actions this version knows; rows of others (a newer version's) are passed over.
+const KNOWN: &str = "action IN ('manifest_put', 'manifest_delete', 'tag_set', 'tag_delete')";
+
+/// The action of a stored event (queries select known ones only, see `KNOWN`).
+fn action_of(s: &str) -> rusqlite::Result<EventAction> {
+    EventAction::parse(s).ok_or_else(|| {
+        let e = format!("unknown event action {s:?}");
+        rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+    })
+}
 
 fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<Event> {
     Ok(Event {
         seq: r.get(0)?,
         time: r.get(1)?,
         repo: r.get(2)?,
-        action: r.get(3)?,
+        action: action_of(&r.get::<_, String>(3)?)?,
         tag: r.get(4)?,
         digest: r.get(5)?,
         previous: r.get(6)?,
@@ -121,7 +174,8 @@ impl Metadata {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM events
-                 WHERE repo = ?1 AND seq > ?2 AND origin = 'client' ORDER BY seq LIMIT ?3"
+                 WHERE repo = ?1 AND seq > ?2 AND origin = 'client' AND {KNOWN}
+                 ORDER BY seq LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![repo, after, limit as i64], row_event)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -144,7 +198,7 @@ impl Metadata {
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<Event>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+                "SELECT {COLUMNS} FROM events WHERE seq > ?1 AND {KNOWN} ORDER BY seq LIMIT ?2"
             ))?;
             let rows = stmt.query_map(params![after, limit as i64], row_event)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

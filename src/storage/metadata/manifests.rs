@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::events::{append, NewEvent, Origin};
+use super::events::{append, EventAction, NewEvent, Origin};
 use super::refs::{blobs_referenced, release_refs, tags_changed};
 use super::repos::{ensure_repo, linked_size, repo_id};
 use super::Metadata;
@@ -125,7 +125,7 @@ impl Metadata {
                     tx,
                     NewEvent {
                         repo: repo.as_str(),
-                        action: "manifest_put",
+                        action: EventAction::ManifestPut,
                         tag: None,
                         digest: digest.as_str(),
                         previous: None,
@@ -306,7 +306,7 @@ pub(super) fn delete_tag_row(
         tx,
         NewEvent {
             repo: repo.as_str(),
-            action: "tag_delete",
+            action: EventAction::TagDelete,
             tag: Some(tag),
             digest,
             previous: None,
@@ -350,7 +350,7 @@ pub(super) fn set_tag_row(
         tx,
         NewEvent {
             repo: repo.as_str(),
-            action: "tag_set",
+            action: EventAction::TagSet,
             tag: Some(tag),
             digest: target.digest,
             previous,
@@ -378,7 +378,7 @@ pub(super) fn manifest_gone(
         tx,
         NewEvent {
             repo: repo.as_str(),
-            action: "manifest_delete",
+            action: EventAction::ManifestDelete,
             tag: None,
             digest,
             previous: None,

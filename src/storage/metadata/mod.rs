@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OpenFlags};
 
 pub use access::{AccessRows, RecordSource, ScopeMapRow, TokenRow};
-pub use events::{Event, Origin};
+pub use events::{Event, EventAction, Origin};
 pub use hierarchy::{HierarchyChange, RegistryRow};
 pub use manifests::{ManifestRecord, Referrer};
 pub use state_key::{StateKey, StatePrefix};
@@ -148,4 +148,26 @@ fn configure(conn: &Connection) -> Result<()> {
          PRAGMA foreign_keys = ON;",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The integrity check is skipped only after a clean close: writes leave frames in the
+    /// write-ahead log until the shutdown checkpoint empties it.
+    #[test]
+    fn the_log_holds_frames_until_the_shutdown_checkpoint() {
+        let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!wal_has_frames(tmp.path()), "no database yet");
+        let meta = Metadata::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+        meta.write(|tx| {
+            tx.execute_batch("INSERT INTO repositories (name, created) VALUES ('app', 0)")?;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(wal_has_frames(tmp.path()), "a write not yet checkpointed");
+        meta.checkpoint().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!wal_has_frames(tmp.path()), "after the shutdown checkpoint");
+    }
 }
