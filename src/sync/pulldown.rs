@@ -121,18 +121,51 @@ impl Puller {
     }
 
     /// The parent's tags of `repo`, each with its digest where the parent lists them so (ACR's
-    /// tag listing: one request per 1,000 tags instead of a HEAD per tag).
+    /// tag listing: one request per 1,000 tags instead of a HEAD per tag). Until it is known
+    /// whether the parent has the listing, the tag list is asked for at the same time, so a
+    /// generic parent costs no extra round trip.
     async fn parent_tags(
         &self,
         repo: &RepoName,
     ) -> Result<Vec<(String, Option<String>)>, SyncError> {
-        match self.parent.tag_digests(repo.as_str()).await {
-            Ok(Some(listed)) => return Ok(listed.into_iter().map(|(t, d)| (t, Some(d))).collect()),
-            Ok(None) => {}
-            Err(e) if e.is_transient() => return Err(e.into()),
-            // A listing the parent botched is no reason to fail: the tag list still works.
-            Err(e) => tracing::debug!(error = %e, "tag listing failed; using the tag list"),
+        let listing = match self.parent.has_tag_listing() {
+            Some(false) => None,
+            Some(true) => self.tag_listing(repo).await?,
+            None => {
+                let (listed, plain) = tokio::join!(self.tag_listing(repo), self.plain_tags(repo));
+                match listed? {
+                    Some(l) => Some(l),
+                    None => return plain,
+                }
+            }
+        };
+        match listing {
+            Some(l) => Ok(l.into_iter().map(|(t, d)| (t, Some(d))).collect()),
+            None => self.plain_tags(repo).await,
         }
+    }
+
+    /// The parent's tag listing with digests; `None` when it has none (or botched it).
+    async fn tag_listing(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Option<Vec<(String, String)>>, SyncError> {
+        match self.parent.tag_digests(repo.as_str()).await {
+            Ok(listed) => Ok(listed),
+            Err(e) if e.is_transient() => Err(e.into()),
+            // A listing the parent botched is no reason to fail: the tag list still works.
+            Err(e) => {
+                tracing::debug!(error = %e, "tag listing failed; using the tag list");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The parent's tags of `repo` from the OCI tag list, without digests.
+    async fn plain_tags(
+        &self,
+        repo: &RepoName,
+    ) -> Result<Vec<(String, Option<String>)>, SyncError> {
         match self.parent.tags(repo.as_str()).await {
             Ok(t) => Ok(t.into_iter().map(|t| (t, None)).collect()),
             Err(ParentError::NotFound) => Ok(Vec::new()),

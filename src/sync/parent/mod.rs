@@ -111,8 +111,9 @@ struct Inner {
     username: String,
     password: String,
     auth: auth::AuthState,
-    /// When the parent was last found without ACR's tag listing (asked again after a while).
-    no_tag_listing: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Whether the parent offers ACR's tag listing, and since when that is known (a missing
+    /// listing is asked for again after a while).
+    tag_listing: std::sync::Mutex<Option<(bool, std::time::Instant)>>,
 }
 
 impl fmt::Debug for ParentClient {
@@ -169,7 +170,7 @@ impl ParentClient {
                 username: username.to_owned(),
                 password: password.to_owned(),
                 auth: auth::AuthState::default(),
-                no_tag_listing: std::sync::Mutex::new(None),
+                tag_listing: std::sync::Mutex::new(None),
             }),
         })
     }

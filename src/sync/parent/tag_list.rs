@@ -35,7 +35,7 @@ impl ParentClient {
         repo: &str,
     ) -> Result<Option<Vec<(String, String)>>, ParentError> {
         let repo = checked_repo(repo)?;
-        if self.tag_listing_absent() {
+        if self.has_tag_listing() == Some(false) {
             return Ok(None);
         }
         let base = format!("{}/acr/v1/{repo}/_tags", self.inner.base);
@@ -45,7 +45,7 @@ impl ParentClient {
             let (entries, next) = match self.tag_page(repo, &url, page == 0).await? {
                 Answer::Page(entries, next) => (entries, next),
                 Answer::Absent => {
-                    self.remember_no_tag_listing();
+                    self.remember_tag_listing(false);
                     return Ok(None);
                 }
                 Answer::Unknown => return Ok(Some(Vec::new())),
@@ -62,6 +62,7 @@ impl ParentClient {
                 (None, Some(last)) if full => Some(after(&base, &last)?),
                 _ => None,
             };
+            self.remember_tag_listing(true);
             // An empty page ends the listing whatever its Link says.
             match next {
                 Some(n) if n != url && !entries.is_empty() => url = n,
@@ -175,17 +176,21 @@ fn after(base: &str, last: &str) -> Result<String, ParentError> {
 }
 
 impl ParentClient {
-    /// Whether the parent was found without the tag listing lately (not asked again for
-    /// `ABSENT_FOR`, so a generic parent costs one refused request per hour, not per repository).
-    fn tag_listing_absent(&self) -> bool {
-        let seen = self.inner.no_tag_listing.lock().map(|s| *s).unwrap_or(None);
-        seen.is_some_and(|at| at.elapsed() < ABSENT_FOR)
+    /// Whether the parent offers the tag listing: `None` until known; a missing one is asked
+    /// for again after `ABSENT_FOR` (a generic parent costs one refused request per hour, not
+    /// one per repository).
+    pub fn has_tag_listing(&self) -> Option<bool> {
+        let known = self.inner.tag_listing.lock().map(|s| *s).unwrap_or(None);
+        match known {
+            Some((false, at)) if at.elapsed() >= ABSENT_FOR => None,
+            k => k.map(|(present, _)| present),
+        }
     }
 
-    /// Remembers that the parent has no tag listing.
-    fn remember_no_tag_listing(&self) {
-        if let Ok(mut s) = self.inner.no_tag_listing.lock() {
-            *s = Some(std::time::Instant::now());
+    /// Remembers whether the parent has the tag listing.
+    fn remember_tag_listing(&self, present: bool) {
+        if let Ok(mut s) = self.inner.tag_listing.lock() {
+            *s = Some((present, std::time::Instant::now()));
         }
     }
 }
