@@ -263,7 +263,8 @@ fn tar_of(data: Vec<u8>) -> Vec<u8> {
     );
     field(&mut header, 136, b"00000000000\0");
     header[156] = b'0';
-    field(&mut header, 257, b"ustar\000");
+    field(&mut header, 257, b"ustar\0");
+    field(&mut header, 263, b"00");
     // The checksum is summed with its own field as spaces.
     header[148..156].copy_from_slice(b"        ");
     let sum: u32 = header.iter().map(|b| u32::from(*b)).sum();
