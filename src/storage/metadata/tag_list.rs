@@ -49,13 +49,8 @@ impl Metadata {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::open;
     use super::*;
-
-    fn open() -> (tempfile::TempDir, Metadata) {
-        let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
-        let meta = Metadata::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
-        (tmp, meta)
-    }
 
     /// Repository `app` (id 1) with tags b → m1 and a, c → m2; `c`'s manifest row is missing.
     fn seed(meta: &Metadata) {
