@@ -7,6 +7,7 @@ use super::super::error::{ApiError, ApiResult};
 use super::super::query::Query;
 use super::super::{blocking, AppState};
 use crate::registry::{ErrorCode, RepoName};
+use crate::storage::Metadata;
 
 /// Largest page a client may ask for.
 const MAX_PAGE: usize = 10_000;
@@ -67,6 +68,32 @@ pub async fn tags(
     Ok(respond(json!({"name": name.as_str(), "tags": tags}), link))
 }
 
+/// Up to `want` repository names after `last` that `visible` lets through (all without `want`).
+/// Filtering happens before paging, so a page is never short because of hidden names; names are
+/// read in batches of the page size, so a page costs about its own size wherever it starts, not
+/// the rest of the catalog after it.
+fn visible_names(
+    meta: &Metadata,
+    want: Option<usize>,
+    mut last: Option<String>,
+    visible: impl Fn(&str) -> bool,
+) -> crate::storage::Result<Vec<String>> {
+    let mut shown = Vec::new();
+    loop {
+        let batch = meta.catalog(want, last.as_deref())?;
+        let ended = want.is_none_or(|w| batch.len() < w);
+        last = batch.last().cloned();
+        shown.extend(batch.into_iter().filter(|r| visible(r)));
+        if let Some(w) = want.filter(|w| shown.len() >= *w) {
+            shown.truncate(w);
+            return Ok(shown);
+        }
+        if ended {
+            return Ok(shown);
+        }
+    }
+}
+
 /// `GET /v2/_catalog`
 pub async fn catalog(
     _req: &HttpRequest,
@@ -75,16 +102,47 @@ pub async fn catalog(
     visible: impl Fn(&str) -> bool + Send + 'static,
 ) -> ApiResult<HttpResponse> {
     let (n, last) = page(q)?;
-    // Filtering happens before paging, so a page is never short because of hidden names.
     let items = blocking(&state.store, move |s| {
-        let all = s.meta.catalog(None, last.as_deref())?;
-        let mut shown: Vec<String> = all.into_iter().filter(|r| visible(r)).collect();
-        if let Some(n) = n {
-            shown.truncate(n + 1);
-        }
-        Ok(shown)
+        visible_names(&s.meta, n.map(|n| n + 1), last, visible)
     })
     .await?;
     let (repos, link) = paginate(items, n, "/v2/_catalog");
     Ok(respond(json!({ "repositories": repos }), link))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Repositories `a` to `h`, each with a manifest (the catalog lists only those).
+    fn catalog_of_eight() -> (tempfile::TempDir, Metadata) {
+        let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        let meta = Metadata::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+        let c = rusqlite::Connection::open(tmp.path().join("registry.db"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (id, name) in ('a'..='h').enumerate() {
+            c.execute_batch(&format!(
+                "INSERT INTO repositories (id, name, created) VALUES ({id}, '{name}', 0);
+                 INSERT INTO manifests (repo_id, digest, media_type, size, created)
+                     VALUES ({id}, 'sha256:m', 't', 1, 0);"
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        (tmp, meta)
+    }
+
+    /// Pages read in batches still skip hidden names, across more than one batch.
+    #[test]
+    fn a_page_skips_hidden_names_across_batches() {
+        let (_tmp, meta) = catalog_of_eight();
+        let visible = |r: &str| !matches!(r, "b" | "c" | "d" | "e");
+        let page = |want, last: Option<&str>| {
+            visible_names(&meta, want, last.map(str::to_owned), visible)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(page(Some(3), None), ["a", "f", "g"]);
+        assert_eq!(page(Some(3), Some("f")), ["g", "h"]);
+        assert_eq!(page(None, None), ["a", "f", "g", "h"]);
+        assert_eq!(page(Some(1), Some("h")), Vec::<String>::new());
+    }
 }
