@@ -144,51 +144,71 @@ fn disk_write(dir: &Path, data: &[u8]) -> f64 {
     mbps
 }
 
+/// Client counts of the pull rows.
+const PULL_CLIENTS: [usize; 3] = [1, 4, 16];
+
 /// Pulls blob `digest` with 1, 4 and 16 clients; reports aggregate MB/s and the server's CPU
 /// seconds per GB served.
 pub fn pull(servers: &mut [Server; 2], cfg: &Config, digest: &str, report: &mut Report) {
-    let path = format!("/v2/{BLOB_REPO}/blobs/{digest}");
-    let size = cfg.blob_size as u64;
-    for clients in [1usize, 4, 16] {
-        // Every run moves about `pull_bytes`, at least one whole blob per client.
-        let per_client = (cfg.pull_bytes / (clients as u64 * size)).max(1);
+    pull_rows(servers, cfg, digest, report, "", &mut |measure| measure());
+}
+
+/// The pull rows, each measurement run through `around` (which may set the machine up around
+/// it and must call it once); `suffix` is appended to every row's name.
+pub fn pull_rows(
+    servers: &mut [Server; 2],
+    cfg: &Config,
+    digest: &str,
+    report: &mut Report,
+    suffix: &str,
+    around: &mut dyn FnMut(&mut dyn FnMut()),
+) {
+    for clients in PULL_CLIENTS {
         let mut rate: PerServer = Default::default();
         let mut cpu: PerServer = Default::default();
         for round in 1..=cfg.rounds {
             for (i, s) in servers.iter_mut().enumerate() {
-                let cpu0 = proc::cpu_seconds(s.pid());
-                let l = load::run(s.addr, clients, Until::Count(per_client), |c| {
-                    let mut n = 0u64;
-                    let head = c
-                        .send("GET", &path, &[], &[], &mut |b| n += b.len() as u64)
-                        .map_err(|e| format!("GET {path}: {e}"))?;
-                    if head.status != 200 || n != size {
-                        return Err(format!("GET {path}: {} with {n} bytes", head.status));
-                    }
-                    Ok(n)
-                });
-                let cpu_s = proc::cpu_seconds(s.pid()) - cpu0;
-                let per_gb = cpu_s / (l.bytes as f64 / 1e9);
-                s.check_alive();
+                let mut figures = (f64::NAN, f64::NAN);
+                around(&mut || figures = pull_once(s, cfg, digest, clients));
+                let (mbps, per_gb) = figures;
                 println!(
-                    "    pull c={clients} round {round}: {:?} {:.1} MB/s, {per_gb:.3} CPU s/GB",
-                    s.kind,
-                    l.mbps()
+                    "    pull c={clients}{suffix} round {round}: {:?} {mbps:.1} MB/s, \
+                     {per_gb:.3} CPU s/GB",
+                    s.kind
                 );
-                rate[i].push(l.mbps());
+                rate[i].push(mbps);
                 cpu[i].push(per_gb);
             }
         }
-        let what = format!("pull {} MiB blob, {clients} clients", cfg.blob_size >> 20);
+        let mib = cfg.blob_size >> 20;
+        let what = format!("pull {mib} MiB blob, {clients} clients{suffix}");
         add(report, what.clone(), "MB/s", rate, Better::Higher);
-        add(
-            report,
-            format!("{what}, server CPU"),
-            "s/GB",
-            cpu,
-            Better::Lower,
-        );
+        let what = format!("{what}, server CPU");
+        add(report, what, "s/GB", cpu, Better::Lower);
     }
+}
+
+/// One pull measurement of blob `digest` from `s` by `clients` clients, each pulling it whole
+/// until together they moved about `cfg.pull_bytes`: (MB/s, the server's CPU seconds per GB).
+fn pull_once(s: &mut Server, cfg: &Config, digest: &str, clients: usize) -> (f64, f64) {
+    let path = format!("/v2/{BLOB_REPO}/blobs/{digest}");
+    let size = cfg.blob_size as u64;
+    // Every run moves about `pull_bytes`, at least one whole blob per client.
+    let per_client = (cfg.pull_bytes / (clients as u64 * size)).max(1);
+    let cpu0 = proc::cpu_seconds(s.pid());
+    let l = load::run(s.addr, clients, Until::Count(per_client), |c| {
+        let mut n = 0u64;
+        let head = c
+            .send("GET", &path, &[], &[], &mut |b| n += b.len() as u64)
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        if head.status != 200 || n != size {
+            return Err(format!("GET {path}: {} with {n} bytes", head.status));
+        }
+        Ok(n)
+    });
+    let cpu_s = proc::cpu_seconds(s.pid()) - cpu0;
+    s.check_alive();
+    (l.mbps(), cpu_s / (l.bytes as f64 / 1e9))
 }
 
 /// Manifest GET and HEAD by tag from 16 clients for `cfg.load`: req/s, p50 and p99.
