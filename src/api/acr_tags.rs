@@ -26,7 +26,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(ApiError::method_not_allowed());
     }
-    let name = repo_of(req.path())?;
+    let name = repo_of(req.path(), "/_tags")?;
     let q = Query::parse(req.query_string());
     // The need of `/v2/<name>/tags/list`: both tell the same facts about the repository.
     let need = auth::need(&Route::Tags(name.clone()), req.method(), &q);
@@ -56,12 +56,12 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
     Ok(resp.content_type("application/json").body(body.to_string()))
 }
 
-/// The repository of `/acr/v1/<name>/_tags`, each segment decoded and the whole checked like
+/// The repository of `/acr/v1/<name><suffix>`, each segment decoded and the whole checked like
 /// the `/v2/` routes do, so an encoded `..` or `/` cannot slip through.
-fn repo_of(raw_path: &str) -> ApiResult<RepoName> {
+pub(super) fn repo_of(raw_path: &str, suffix: &str) -> ApiResult<RepoName> {
     let inner = raw_path
         .strip_prefix("/acr/v1/")
-        .and_then(|r| r.strip_suffix("/_tags"))
+        .and_then(|r| r.strip_suffix(suffix))
         .ok_or_else(|| ApiError::unsupported("no such registry API endpoint"))?;
     let segs: Vec<String> = inner.split('/').map(|s| percent_decode(s, false)).collect();
     Ok(RepoName::parse(&segs.join("/"))?)
@@ -100,7 +100,7 @@ fn entry(t: &TagEntry) -> Value {
 }
 
 /// Unix seconds as RFC 3339 UTC (`1970-01-01T00:00:00Z` for a time out of range).
-fn rfc3339(secs: i64) -> String {
+pub(super) fn rfc3339(secs: i64) -> String {
     DateTime::from_timestamp(secs, 0)
         .unwrap_or_default()
         .to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn names_are_decoded_and_checked() {
-        let ok = |p: &str| repo_of(p).map(|n| n.as_str().to_owned()).ok();
+        let ok = |p: &str| repo_of(p, "/_tags").map(|n| n.as_str().to_owned()).ok();
         assert_eq!(ok("/acr/v1/a/b/_tags").as_deref(), Some("a/b"));
         assert_eq!(ok("/acr/v1/a%2Db/_tags").as_deref(), Some("a-b"));
         for bad in [
@@ -123,7 +123,7 @@ mod tests {
             "/acr/v1//_tags",
             "/acr/v1/a/_tags/x",
         ] {
-            assert!(repo_of(bad).is_err(), "{bad}");
+            assert!(repo_of(bad, "/_tags").is_err(), "{bad}");
         }
     }
 

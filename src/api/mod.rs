@@ -4,6 +4,7 @@
 //! into a spec-shaped error. Absolute URLs follow the API proxy's forwarded headers.
 
 mod acr;
+mod acr_repo;
 mod acr_tags;
 mod audit;
 pub mod auth;
@@ -79,5 +80,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(web::resource("/acr/oauth2/token").to(token::token))
         .service(web::resource("/oauth2/token").to(token::token))
+        // Last of the /acr/v1 routes: every fixed path above wins over a repository's name.
+        .service(web::resource("/acr/v1/{name:.+}").to(acr_repo::summary))
         .default_service(web::to(v2::dispatch));
 }

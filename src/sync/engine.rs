@@ -173,20 +173,25 @@ impl Engine {
                     stop: stop.clone(),
                     skip_tags,
                     seen: Default::default(),
+                    last_marker: self.last_marker(repo),
                 };
                 puller.sync_repository(repo).await
             }
             Err(e) => Err(e),
         };
         match &result {
-            Ok(tags) => {
+            Ok(pulled) => {
                 let key = StateKey::SyncedRepo(repo.as_str());
-                let value =
-                    serde_json::json!({"tags": tags, "time": Utc::now().to_rfc3339()}).to_string();
+                let value = serde_json::json!({
+                    "tags": pulled.tags,
+                    "time": Utc::now().to_rfc3339(),
+                    "marker": pulled.marker,
+                })
+                .to_string();
                 if let Err(e) = local(|| self.store.meta.set_sync_state(&key, Some(&value))) {
                     tracing::warn!(error = %e, "could not record sync state");
                 }
-                self.status.repo_finished(repo.as_str(), Ok(*tags));
+                self.status.repo_finished(repo.as_str(), Ok(pulled.tags));
             }
             Err(e) => {
                 tracing::warn!(repo = %repo.as_str(), code = e.code().as_str(), error = %e, "repository sync failed");
@@ -195,6 +200,14 @@ impl Engine {
             }
         }
         result.map(|_| ())
+    }
+
+    /// The parent's change marker `repo` had at its last whole pass, from the sync state.
+    fn last_marker(&self, repo: &RepoName) -> Option<String> {
+        let key = StateKey::SyncedRepo(repo.as_str());
+        let value = self.store.meta.sync_state(&key).ok().flatten()?;
+        let record: serde_json::Value = serde_json::from_str(&value).ok()?;
+        record["marker"].as_str().map(str::to_owned)
     }
 
     /// Sets the state and details a pass leaves: Online (with a last sync unless a window

@@ -24,6 +24,7 @@ impl SyncService {
             stop: Arc::new(AtomicBool::new(false)),
             skip_tags: Default::default(),
             seen: Default::default(),
+            last_marker: None,
         }
     }
 

@@ -42,6 +42,18 @@ pub struct Puller {
     pub skip_tags: HashSet<String>,
     /// What this pass learnt about the parent, so unchanged content costs few requests.
     pub seen: PassCache,
+    /// The parent's change marker of the repository when a pass last mirrored it whole,
+    /// referrers included: while it stays the same, unchanged images need no referrer check.
+    pub last_marker: Option<String>,
+}
+
+/// What a pull-down of one repository left.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    /// Tags the repository holds afterwards.
+    pub tags: usize,
+    /// The parent's change marker taken before the pass, when referrers were mirrored.
+    pub marker: Option<String>,
 }
 
 /// Per-pass knowledge that spares requests: subjects whose referrers were already mirrored,
@@ -65,9 +77,15 @@ struct TagWork {
 }
 
 impl Puller {
-    /// Mirrors `repo`; returns how many tags it holds afterwards.
-    pub async fn sync_repository(&self, repo: &RepoName) -> Result<usize, SyncError> {
-        let listed = self.parent_tags(repo).await?;
+    /// Mirrors `repo`; returns how many tags it holds afterwards and the parent's marker.
+    pub async fn sync_repository(&self, repo: &RepoName) -> Result<Pulled, SyncError> {
+        // The marker is taken before any referrer check, so a referrer that arrives meanwhile
+        // changes the next pass's marker and is checked then.
+        let (listed, marker) = tokio::join!(self.parent_tags(repo), self.marker(repo));
+        let listed = listed?;
+        // Referrers of an image whose tag did not move are checked only when the repository
+        // changed at the parent since the last whole pass (or the parent cannot say).
+        let recheck = self.policy.referrers && (marker.is_none() || marker != self.last_marker);
         if let Ok(mut known) = self.seen.parent_tags.lock() {
             known.extend(listed.iter().map(|(t, _)| t.clone()));
         }
@@ -87,8 +105,8 @@ impl Puller {
                 here: local_tags.get(t).cloned(),
                 there: there.clone(),
             })
-            // A tag the listing shows unchanged needs nothing, unless referrers are mirrored.
-            .filter(|w| self.policy.referrers || w.there.is_none() || w.there != w.here)
+            // A tag the listing shows unchanged needs nothing, unless its referrers may have.
+            .filter(|w| recheck || w.there.is_none() || w.there != w.here)
             .collect();
         let results: Vec<Result<(), SyncError>> = stream::iter(work)
             .map(|w| self.sync_tag(repo, w))
@@ -117,7 +135,26 @@ impl Puller {
                 }
             }
         }
-        Ok(selected.len())
+        Ok(Pulled {
+            tags: selected.len(),
+            // Tags left to push-up were not checked: the next pass checks them.
+            marker: marker.filter(|_| self.skip_tags.is_empty()),
+        })
+    }
+
+    /// The parent's change marker of `repo`, asked for only when referrers are mirrored and
+    /// the parent has ACR's listings; `None` when it cannot tell (the referrers are checked).
+    async fn marker(&self, repo: &RepoName) -> Option<String> {
+        if !self.policy.referrers || self.parent.has_tag_listing() != Some(true) {
+            return None;
+        }
+        match self.parent.repository_marker(repo.as_str()).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(repo = %repo.as_str(), error = %e, "no repository marker from the parent");
+                None
+            }
+        }
     }
 
     /// The parent's tags of `repo`, each with its digest where the parent lists them so (ACR's

@@ -1,5 +1,6 @@
 //! ACR's `GET /acr/v1/<name>/_tags`: tags with digests in name order, paged by `n`/`last` with
-//! a `Link` header, authorised like `/v2/<name>/tags/list`, and read by the sync client.
+//! a `Link` header, authorised like `/v2/<name>/tags/list`, and read by the sync client; and
+//! ACR's repository attributes `GET /acr/v1/<name>`, whose `ETag` moves with every change.
 
 use serde_json::Value;
 
@@ -155,4 +156,80 @@ fn acr_tags_is_authorised_like_the_tags_list_and_read_by_the_sync_client() {
         rt.block_on(client.tag_digests("acl/none")),
         Ok(Some(Vec::new()))
     );
+}
+
+#[test]
+fn acr_repository_attributes_count_and_their_etag_moves_with_every_change() {
+    let e = Env::start();
+    let img = oci::image("amd64", b"attributes");
+    oci::push(&e.c, &e.reg.url(), "t/attr", "v1", &img);
+    let get = |path: &str| {
+        let r = e.get(path);
+        let etag = header(&r, "etag");
+        (
+            r.status().as_u16(),
+            etag,
+            r.json::<Value>().unwrap_or_default(),
+        )
+    };
+    let (status, first, v) = get("/acr/v1/t/attr");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (
+            v["imageName"].as_str(),
+            v["manifestCount"].as_u64(),
+            v["tagCount"].as_u64()
+        ),
+        (Some("t/attr"), Some(1), Some(1))
+    );
+    for time in ["createdTime", "lastUpdateTime"] {
+        let s = v[time].as_str().unwrap_or("");
+        assert!(chrono::DateTime::parse_from_rfc3339(s).is_ok(), "{v}");
+    }
+    assert!(first.starts_with('"') && first.ends_with('"'), "{first}");
+    assert_eq!(
+        get("/acr/v1/t/attr").1,
+        first,
+        "unchanged, the ETag must stay"
+    );
+
+    // A signature changes no tag, yet moves the ETag and the manifest count.
+    let sig = oci::referrer(&img, "application/vnd.example.sig", b"sig");
+    oci::push(&e.c, &e.reg.url(), "t/attr", &sig.digest, &sig);
+    let (_, second, v) = get("/acr/v1/t/attr");
+    assert_ne!(second, first);
+    assert_eq!(
+        (v["manifestCount"].as_u64(), v["tagCount"].as_u64()),
+        (Some(2), Some(1))
+    );
+    // So does a tag moved onto a manifest already there.
+    let r = oci::put_manifest(&e.c, &e.reg.url(), "t/attr", "v2", &img);
+    assert_eq!(r.status().as_u16(), 201);
+    let (_, third, v) = get("/acr/v1/t/attr");
+    assert!(third != second && third != first, "{third}");
+    assert_eq!(v["tagCount"].as_u64(), Some(2));
+
+    assert_eq!(e.head("/acr/v1/t/attr").status().as_u16(), 200);
+    let unknown = e.get("/acr/v1/none");
+    assert_eq!(unknown.status().as_u16(), 404);
+    assert_eq!(error_code(unknown), "NAME_UNKNOWN");
+    assert_eq!(error_code(e.get("/acr/v1/A")), "NAME_INVALID");
+    // The fixed /acr/v1 paths still win over a repository of the same name.
+    assert_eq!(e.get("/acr/v1/_health").status().as_u16(), 200);
+    let delete =
+        e.c.delete(e.u("/acr/v1/t/attr"))
+            .send()
+            .map(|r| r.status().as_u16());
+    assert_eq!(delete.ok(), Some(405));
+    assert_eq!(get("/acr/v1/t/attr").0, 200, "the repository must stay");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let client =
+        ParentClient::new(&e.reg.host(), "http", "", "", None).unwrap_or_else(|e| panic!("{e}"));
+    let marker = rt.block_on(client.repository_marker("t/attr"));
+    assert_eq!(marker, Ok(Some(format!("etag {third}"))));
+    assert_eq!(rt.block_on(client.repository_marker("t/none")), Ok(None));
 }

@@ -208,6 +208,7 @@ fn mirrors_a_connected_registry_root_over_bearer_tokens() {
                 .any(|r| r.starts_with(&per_tag) || r.contains("/tags/list")),
         "a no-change pass did not use the tag listing alone: {requests:#?}"
     );
+    referrers_follow_the_repository_marker(&root, &admin, &proxy, &reg, &c);
     root.stop_hard();
     assert_mirrored(&reg, &c);
     skopeo_pull(&reg, &c);
@@ -217,4 +218,55 @@ fn mirrors_a_connected_registry_root_over_bearer_tokens() {
         "the password is in the status"
     );
     assert!(!reg.log().contains(&pw), "the password is in the log");
+}
+
+/// Once a pass has mirrored the repository whole, passes ask the parent's repository marker
+/// instead of the referrers of every unchanged image; a signature added to the parent without
+/// any tag change moves the marker, and the next pass mirrors it.
+fn referrers_follow_the_repository_marker(
+    root: &Registry,
+    admin: &str,
+    proxy: &FaultProxy,
+    reg: &Registry,
+    c: &Content,
+) {
+    let passes = |r: &Registry| crate::status(r)["syncPasses"].as_u64().unwrap_or(0);
+    proxy.reset_counters();
+    let before = passes(reg);
+    wait_for(reg, "two quiet passes", Duration::from_secs(30), || {
+        passes(reg) >= before + 2
+    });
+    let requests = proxy.requests();
+    let marker = format!("GET /acr/v1/{REPO} ");
+    assert!(
+        requests.iter().any(|r| r.starts_with(&marker))
+            && !requests.iter().any(|r| r.contains("/referrers/")),
+        "a no-change pass asked for referrers: {requests:#?}"
+    );
+    let sig2 = oci::referrer(&c.index, SIG_TYPE, b"a second signature");
+    let auth = Some(("admin", admin));
+    distribution::push(
+        &common::http(),
+        &root.url(),
+        auth,
+        REPO,
+        &sig2.digest,
+        &sig2,
+    );
+    let url = format!("{}/v2/{REPO}/referrers/{}", reg.url(), c.index.digest);
+    wait_for(
+        reg,
+        "the new signature mirrored",
+        Duration::from_secs(30),
+        || {
+            let list: Value = common::http()
+                .get(&url)
+                .send()
+                .and_then(|r| r.json())
+                .unwrap_or_default();
+            list["manifests"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|d| d["digest"] == sig2.digest.as_str()))
+        },
+    );
 }

@@ -14,6 +14,7 @@ mod repos;
 mod schema;
 mod state_key;
 mod stats;
+mod summary;
 mod sync;
 pub mod tag_list;
 mod uploads;
@@ -29,6 +30,7 @@ pub use hierarchy::{HierarchyChange, RegistryRow};
 pub use manifests::{ManifestRecord, Referrer};
 pub use state_key::{StateKey, StatePrefix};
 pub use stats::ContentCounts;
+pub use summary::RepoSummary;
 
 use super::error::{Result, StorageError};
 

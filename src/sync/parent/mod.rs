@@ -10,6 +10,7 @@ mod control;
 mod error;
 mod push;
 mod request;
+mod summary;
 mod tag_list;
 #[cfg(test)]
 mod tests;

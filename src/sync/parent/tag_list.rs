@@ -129,7 +129,7 @@ impl ParentClient {
 /// `pull` for our own parents and distribution-style token services; ACR wants `metadata_read`
 /// for its `/acr/v1` listings, and a token service grants only what the credentials may do, so
 /// one token serves both (kept apart from the pull token in the cache, so neither is replaced).
-fn listing_scope(repo: &str) -> Vec<String> {
+pub(super) fn listing_scope(repo: &str) -> Vec<String> {
     vec![format!("repository:{repo}:pull,metadata_read")]
 }
 
