@@ -21,7 +21,12 @@ pub struct DelayRelay {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// When the first bytes from a client arrived since `watch_first_request`.
+    first_request: FirstSeen,
 }
+
+/// The first time something happened, once armed.
+type FirstSeen = Arc<Mutex<Option<Instant>>>;
 
 impl DelayRelay {
     /// Relays `127.0.0.1:<free port>` to `upstream`, delaying each direction by `one_way`.
@@ -36,9 +41,27 @@ impl DelayRelay {
             .unwrap_or_else(|e| panic!("delay relay: {e}"));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
-        let (s, o) = (stop.clone(), open.clone());
-        std::thread::spawn(move || accept_loop(&listener, upstream, one_way, &s, &o));
-        DelayRelay { addr, stop, open }
+        let first_request = FirstSeen::default();
+        let (s, o, f) = (stop.clone(), open.clone(), first_request.clone());
+        std::thread::spawn(move || accept_loop(&listener, upstream, one_way, &s, &o, &f));
+        DelayRelay {
+            addr,
+            stop,
+            open,
+            first_request,
+        }
+    }
+
+    /// Forgets the first request seen so far: the next client bytes to arrive are the first.
+    pub fn watch_first_request(&self) {
+        if let Ok(mut f) = self.first_request.lock() {
+            *f = None;
+        }
+    }
+
+    /// When the first client bytes arrived since `watch_first_request` (before their delay).
+    pub fn first_request(&self) -> Option<Instant> {
+        self.first_request.lock().ok().and_then(|f| *f)
     }
 
     /// Cuts every open connection (a link drop); new ones are accepted as before.
@@ -96,6 +119,7 @@ fn accept_loop(
     one_way: Duration,
     stop: &AtomicBool,
     open: &Mutex<Vec<TcpStream>>,
+    first_request: &FirstSeen,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let client = match listener.accept() {
@@ -115,8 +139,8 @@ fn accept_loop(
                 open.push(c);
             }
         }
-        pump(&client, &server, one_way);
-        pump(&server, &client, one_way);
+        pump(&client, &server, one_way, Some(first_request.clone()));
+        pump(&server, &client, one_way, None);
         // Forget connections that ended, so the list stays small.
         if let Ok(mut open) = open.lock() {
             open.retain(|s| s.peer_addr().is_ok());
@@ -124,24 +148,28 @@ fn accept_loop(
     }
 }
 
-/// One direction: a reader that timestamps pieces and a writer that sends each once its delay
-/// has passed.
-fn pump(from: &TcpStream, to: &TcpStream, one_way: Duration) {
+/// One direction: a reader that timestamps pieces (noting the first one in `first`) and a
+/// writer that sends each once its delay has passed.
+fn pump(from: &TcpStream, to: &TcpStream, one_way: Duration, first: Option<FirstSeen>) {
     let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
         return;
     };
     let (tx, rx) = sync_channel::<(Instant, Vec<u8>)>(QUEUE);
-    std::thread::spawn(move || read_side(&mut from, &tx));
+    std::thread::spawn(move || read_side(&mut from, &tx, first));
     std::thread::spawn(move || write_side(&mut to, &rx, one_way));
 }
 
-fn read_side(from: &mut TcpStream, tx: &SyncSender<(Instant, Vec<u8>)>) {
+fn read_side(from: &mut TcpStream, tx: &SyncSender<(Instant, Vec<u8>)>, first: Option<FirstSeen>) {
     let mut buf = vec![0u8; PIECE];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                let now = Instant::now();
+                if let Some(Ok(mut f)) = first.as_ref().map(|f| f.lock()) {
+                    f.get_or_insert(now);
+                }
+                if tx.send((now, buf[..n].to_vec())).is_err() {
                     break;
                 }
             }

@@ -178,6 +178,8 @@ struct Run<'a> {
     image: &'a Image,
     /// The reference parent's end of the link (through the delay relay).
     parent: String,
+    /// That relay, which notes when the child's first request reached it.
+    relay: &'a DelayRelay,
     /// The push-up parent's end of the link (through the delay relay).
     up: String,
     repo: String,
@@ -244,6 +246,7 @@ pub fn edge_link(bin: &Path, run_dir: &Path, cfg: &Config, report: &mut Report) 
             s: &s,
             image: &image,
             parent: relay.addr.to_string(),
+            relay: &relay,
             up: up_relay.addr.to_string(),
             repo,
         };
@@ -291,7 +294,7 @@ fn row(run: &Run, report: &mut Report, what: &str, who: [&str; 2], secs: [Option
 }
 
 /// The image mirrored by `skopeo copy` into a loopback reference registry and by our sync;
-/// with the round trips our sync spent before its first layer byte.
+/// with the round trips our sync spent from its first request to its first layer byte.
 fn mirror_rows(run: &Run, report: &mut Report) {
     let target = Server::reference(run.dir);
     let src = format!("{}/{}:v1", run.parent, run.repo);
@@ -305,11 +308,13 @@ fn mirror_rows(run: &Run, report: &mut Report) {
     proc::settle_disk();
     let t = Instant::now();
     let p = policy(&run.repo, "1s");
+    // Round trips count from the child's first request, not from its process start.
+    run.relay.watch_first_request();
     let mut child = Server::ours(run.bin, run.dir, Some((&run.parent, &p)));
     let mut first_byte = None;
     let done = wait_until(&mut child, run.limit(), |st| {
         if first_byte.is_none() && bytes_done(st, &run.repo) > 0 {
-            first_byte = Some(t.elapsed());
+            first_byte = run.relay.first_request().map(|at| at.elapsed());
         }
         synced(st, &run.repo, 1)
     });
