@@ -7,6 +7,10 @@
 //! `skopeo copy` and with our push-up. Each is reported as link efficiency: payload bytes ÷
 //! (rate × time). tbf counts packet headers too, so a full link carries about 0.95 of its rate
 //! as payload.
+//!
+//! While working on one figure, `EDGE_SETTING=<text>` keeps the settings whose name contains
+//! it (e.g. `600 ms`, which also keeps the cut one; `600 ms, cut`) and `EDGE_ROWS=mirror,pull,push`
+//! the kinds of rows to run; both unset run everything.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -229,7 +233,14 @@ pub fn edge_link(bin: &Path, run_dir: &Path, cfg: &Config, report: &mut Report) 
     let link = Link::create();
     let parent = Server::reference_in(run_dir, NS, NS_IP);
     let up = Server::ours_in(bin, run_dir, NS, NS_IP);
+    let only = |var: &str, name: &str| std::env::var(var).map_or(true, |v| name.contains(&v));
+    let rows = |kind: &str| {
+        std::env::var("EDGE_ROWS").map_or(true, |v| v.split(',').any(|k| k.trim() == kind))
+    };
     for (i, s) in settings(cfg).into_iter().enumerate() {
+        if !only("EDGE_SETTING", &s.name()) {
+            continue;
+        }
         let repo = format!("edge/app{i}");
         let image = Image::new(s.layers, s.layer_size, 500 + 10 * i as u64);
         // Pushed before the link is shaped: only what is measured crosses the slow link.
@@ -251,9 +262,15 @@ pub fn edge_link(bin: &Path, run_dir: &Path, cfg: &Config, report: &mut Report) 
             repo,
         };
         println!("  -- {}", s.name());
-        mirror_rows(&run, report);
-        pull_rows(&run, report);
-        push_rows(&run, &up, report);
+        if rows("mirror") {
+            mirror_rows(&run, report);
+        }
+        if rows("pull") {
+            pull_rows(&run, report);
+        }
+        if rows("push") {
+            push_rows(&run, &up, report);
+        }
         drop(cutters);
         drop(relay);
         drop(up_relay);
