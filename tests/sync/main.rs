@@ -10,6 +10,8 @@ mod chain;
 mod digests;
 mod faults;
 mod fetch;
+mod fetch_verify;
+mod hostile;
 mod https;
 mod layers;
 mod manual;

@@ -40,12 +40,10 @@ pub struct Referrer {
 
 /// Digest a tag points at.
 pub(super) fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<String>> {
+    // Cached: every manifest request by tag runs it, and compiling it costs more than the lookup.
     Ok(conn
-        .query_row(
-            "SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2",
-            params![repo_id, tag],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT digest FROM tags WHERE repo_id = ?1 AND name = ?2")?
+        .query_row(params![repo_id, tag], |r| r.get(0))
         .optional()?)
 }
 

@@ -14,12 +14,10 @@ const LINK_SOURCES_MAX: i64 = 10_000;
 
 /// Id of an existing repository.
 pub(super) fn repo_id(conn: &Connection, repo: &RepoName) -> Result<Option<i64>> {
+    // Cached: nearly every request runs it, and compiling it costs more than the lookup.
     Ok(conn
-        .query_row(
-            "SELECT id FROM repositories WHERE name = ?1",
-            [repo.as_str()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT id FROM repositories WHERE name = ?1")?
+        .query_row([repo.as_str()], |r| r.get(0))
         .optional()?)
 }
 
