@@ -8,9 +8,9 @@
 //! (rate × time). tbf counts packet headers too, so a full link carries about 0.95 of its rate
 //! as payload.
 //!
-//! While working on one figure, `EDGE_SETTING=<text>` keeps the settings whose name contains
-//! it (e.g. `600 ms`, which also keeps the cut one; `600 ms, cut`) and `EDGE_ROWS=mirror,pull,push`
-//! the kinds of rows to run; both unset run everything.
+//! While working on one figure, `EDGE_SETTING=<name>` keeps only the setting of that name (as the
+//! rows print it, e.g. `5 Mbit/s, 600 ms`) and `EDGE_ROWS=mirror,pull,push` the kinds of rows to
+//! run; both unset run everything.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -233,7 +233,7 @@ pub fn edge_link(bin: &Path, run_dir: &Path, cfg: &Config, report: &mut Report) 
     let link = Link::create();
     let parent = Server::reference_in(run_dir, NS, NS_IP);
     let up = Server::ours_in(bin, run_dir, NS, NS_IP);
-    let only = |var: &str, name: &str| std::env::var(var).map_or(true, |v| name.contains(&v));
+    let only = |var: &str, name: &str| std::env::var(var).map_or(true, |v| v == name);
     let rows = |kind: &str| {
         std::env::var("EDGE_ROWS").map_or(true, |v| v.split(',').any(|k| k.trim() == kind))
     };
