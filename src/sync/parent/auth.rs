@@ -212,6 +212,16 @@ pub fn realm_of(c: &Challenge) -> Result<Realm, ParentError> {
     })
 }
 
+/// Whether the sync credentials may go to the token service at `realm` of the parent at `base`:
+/// over https, or to the parent's own scheme, host and port (which receives them anyway). A
+/// hostile parent could otherwise name a plain-http realm elsewhere and read them off the wire.
+pub fn may_send_credentials(base: &reqwest::Url, realm: &reqwest::Url) -> bool {
+    realm.scheme() == "https"
+        || (realm.scheme() == base.scheme()
+            && realm.host_str() == base.host_str()
+            && realm.port_or_known_default() == base.port_or_known_default())
+}
+
 /// A token and how long it lives, from a token service response body.
 pub fn parse_token(body: &[u8], now_unix: i64) -> Result<(String, Duration), ParentError> {
     let v: serde_json::Value = serde_json::from_slice(body)

@@ -89,7 +89,8 @@ impl ParentError {
                 .is_some_and(|r| r.is_body() || r.is_timeout())
                 || s.is::<std::io::Error>()
         });
-        if e.is_decode() && !body_failed {
+        // A redirect loop or chain is the parent's doing: retrying would only repeat it.
+        if e.is_redirect() || (e.is_decode() && !body_failed) {
             return ParentError::Protocol(clip(&text));
         }
         ParentError::Unreachable(clip(&text))

@@ -31,12 +31,19 @@ pub use push::{DeleteResult, MountResult, UploadSession};
 use crate::registry::{media_types, Algorithm, Digest};
 use request::{
     checked_digest, checked_repo, header_digest, header_str, manifest_accept, read_limited,
+    ListingBudget,
 };
 
 /// Largest manifest accepted.
 pub const MANIFEST_MAX: usize = 4 * 1024 * 1024;
 /// Largest referrers index or tag list page read.
 const LISTING_MAX: usize = 16 * 1024 * 1024;
+/// Most bytes of pages read for one tag list or referrers list, over all its pages.
+const LISTING_TOTAL_MAX: usize = 64 * 1024 * 1024;
+/// Most tag names one tag list may hold.
+const TAGS_MAX: usize = 1_000_000;
+/// Most referrers one manifest may have.
+const REFERRERS_MAX: usize = 100_000;
 /// Tag list page size asked for.
 const TAGS_PAGE: usize = 1000;
 /// Most tag list pages followed.
@@ -108,7 +115,8 @@ struct Inner {
     http: reqwest::Client,
     long_poll: reqwest::Client,
     base: String,
-    plain_http: bool,
+    /// `base` parsed: whose host and port may receive the credentials over plain http.
+    origin: reqwest::Url,
     username: String,
     password: String,
     auth: auth::AuthState,
@@ -148,18 +156,18 @@ impl ParentClient {
         let endpoint = endpoint.trim().trim_end_matches('/');
         let base = format!("{protocol}://{endpoint}");
         let parsed = reqwest::Url::parse(&base).ok();
-        let valid = parsed.as_ref().is_some_and(|u| {
+        let origin = parsed.filter(|u| {
             u.host_str().is_some_and(|h| !h.is_empty())
                 && u.path() == "/"
                 && u.query().is_none()
                 && u.username().is_empty()
         });
-        if endpoint.is_empty() || !valid {
+        let Some(origin) = origin.filter(|_| !endpoint.is_empty()) else {
             return Err(ParentError::Config(format!(
                 "parent endpoint {:?} is not host[:port]",
                 error::clip(endpoint)
             )));
-        }
+        };
         let http = request::http_client(ca_file)?;
         let long_poll = request::long_poll_client(ca_file)?;
         Ok(ParentClient {
@@ -167,7 +175,7 @@ impl ParentClient {
                 http,
                 long_poll,
                 base,
-                plain_http: protocol == "http",
+                origin,
                 username: username.to_owned(),
                 password: password.to_owned(),
                 auth: auth::AuthState::default(),
@@ -201,6 +209,8 @@ impl ParentClient {
         let scopes = auth::pull_scope(repo);
         let mut url = format!("{}/v2/{repo}/tags/list?n={TAGS_PAGE}", self.inner.base);
         let mut tags = Vec::new();
+        let what = format!("tag list of {repo}");
+        let mut budget = ListingBudget::new(what, LISTING_TOTAL_MAX, TAGS_MAX);
         for _ in 0..TAGS_PAGES_MAX {
             let resp = self
                 .send(Method::GET, &url, &scopes, HeaderMap::new())
@@ -209,10 +219,12 @@ impl ParentClient {
                 return Err(self.failure(resp).await);
             }
             let next = self.next_link(&url, resp.headers())?;
-            let body = read_limited(resp, LISTING_MAX).await?;
+            let body = budget.read(resp).await?;
             let page: Page = serde_json::from_slice(&body)
                 .map_err(|e| ParentError::Protocol(format!("bad tag list: {e}")))?;
-            tags.extend(page.tags.unwrap_or_default());
+            let page = page.tags.unwrap_or_default();
+            budget.take(page.len())?;
+            tags.extend(page);
             match next {
                 Some(n) if n != url => url = n,
                 _ => return Ok(tags),
@@ -316,6 +328,8 @@ impl ParentClient {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static(media_types::OCI_INDEX));
         let mut all = Vec::new();
+        let what = format!("referrers list of {repo}@{digest}");
+        let mut budget = ListingBudget::new(what, LISTING_TOTAL_MAX, REFERRERS_MAX);
         for _ in 0..REFERRERS_PAGES_MAX {
             let resp = self
                 .send(Method::GET, &url, &scopes, headers.clone())
@@ -326,11 +340,14 @@ impl ParentClient {
                 _ => return Err(self.failure(resp).await),
             }
             let next = self.next_link(&url, resp.headers())?;
-            let body = read_limited(resp, LISTING_MAX).await?;
+            let body = budget.read(resp).await?;
             let index: serde_json::Value = serde_json::from_slice(&body)
                 .map_err(|e| ParentError::Protocol(format!("bad referrers index: {e}")))?;
             match index.get("manifests") {
-                Some(serde_json::Value::Array(m)) => all.extend(m.iter().cloned()),
+                Some(serde_json::Value::Array(m)) => {
+                    budget.take(m.len())?;
+                    all.extend(m.iter().cloned());
+                }
                 None | Some(serde_json::Value::Null) => {}
                 Some(_) => return Err(ParentError::Protocol("bad referrers index".into())),
             }

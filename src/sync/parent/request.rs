@@ -6,13 +6,17 @@ use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, WWW_AUTHENT
 use reqwest::{Method, Response, StatusCode};
 
 use super::auth::{self, Challenge};
-use super::error::{self, ParentError};
-use super::{ParentClient, CONNECT_TIMEOUT, MANIFEST_ACCEPT, READ_IDLE_TIMEOUT, USER_AGENT};
+use super::error::{self, clip, ParentError};
+use super::{
+    ParentClient, CONNECT_TIMEOUT, LISTING_MAX, MANIFEST_ACCEPT, READ_IDLE_TIMEOUT, USER_AGENT,
+};
 use crate::registry::{media_types, Digest, RepoName};
 use std::path::Path;
 
 /// Largest error body read for its message.
 const ERROR_BODY_MAX: usize = 64 * 1024;
+/// Most redirects followed for one request (blob storage needs one or two).
+const REDIRECTS_MAX: usize = 5;
 
 /// What goes into `Authorization`.
 #[derive(Clone, PartialEq, Eq)]
@@ -140,12 +144,15 @@ impl ParentClient {
                 return Ok(t);
             }
         }
-        // Credentials never travel in clear text unless the parent itself is plain http.
-        let clear = realm.url.scheme() == "http" && !self.inner.plain_http;
-        let basic = (!self.inner.username.is_empty() && !clear)
+        let basic = (!self.inner.username.is_empty())
             .then_some((self.inner.username.as_str(), self.inner.password.as_str()));
-        if clear {
-            tracing::warn!(realm = %realm.url, "token realm is plain http; asking without credentials");
+        if basic.is_some() && !auth::may_send_credentials(&self.inner.origin, &realm.url) {
+            return Err(ParentError::Protocol(format!(
+                "token realm {} is plain http on another host than the parent: \
+                 the sync credentials are not sent there",
+                error::clip(realm.url.as_str())
+            ))
+            .redact(&self.inner.password));
         }
         let (token, lifetime) = auth::fetch_token(&self.inner.http, realm, scopes, basic)
             .await
@@ -267,7 +274,8 @@ fn client_builder(
 ) -> Result<reqwest::Client, ParentError> {
     let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(CONNECT_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(redirect_policy());
     if idle_timeout {
         builder = builder.read_timeout(READ_IDLE_TIMEOUT);
     }
@@ -290,6 +298,23 @@ fn client_builder(
     builder
         .build()
         .map_err(|e| ParentError::Config(format!("HTTP client: {e}")))
+}
+
+/// Follows at most `REDIRECTS_MAX` redirects and none back to a URL already visited (a loop is
+/// an error at once, not `REDIRECTS_MAX` round trips). reqwest itself drops `Authorization` on
+/// a redirect to another host or port.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        // `previous` holds the first URL too: its length is the number of hops so far.
+        if attempt.previous().contains(attempt.url()) {
+            let loop_at = clip(attempt.url().as_str());
+            attempt.error(format!("redirect loop at {loop_at}"))
+        } else if attempt.previous().len() > REDIRECTS_MAX {
+            attempt.error(format!("more than {REDIRECTS_MAX} redirects"))
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 /// The media type of manifest bytes: `Content-Type` unless generic, else the JSON's.
@@ -426,23 +451,75 @@ pub(super) fn header_digest(h: &HeaderMap) -> Result<Option<Digest>, ParentError
 }
 
 /// Reads a whole body, refusing more than `max` bytes.
-pub(super) async fn read_limited(
-    mut resp: reqwest::Response,
-    max: usize,
-) -> Result<Bytes, ParentError> {
+pub(super) async fn read_limited(resp: Response, max: usize) -> Result<Bytes, ParentError> {
+    read_at_most(resp, max)
+        .await?
+        .ok_or_else(|| ParentError::Protocol(format!("response larger than {max} bytes")))
+}
+
+/// A whole body of at most `max` bytes; `None` (having stopped reading) when it is larger.
+async fn read_at_most(mut resp: Response, max: usize) -> Result<Option<Bytes>, ParentError> {
     if resp.content_length().is_some_and(|n| n > max as u64) {
-        return Err(ParentError::Protocol(format!(
-            "response larger than {max} bytes"
-        )));
+        return Ok(None);
     }
     let mut buf = bytes::BytesMut::new();
     while let Some(c) = resp.chunk().await.map_err(|e| ParentError::transport(&e))? {
         if buf.len() + c.len() > max {
-            return Err(ParentError::Protocol(format!(
-                "response larger than {max} bytes"
-            )));
+            return Ok(None);
         }
         buf.extend_from_slice(&c);
     }
-    Ok(buf.freeze())
+    Ok(Some(buf.freeze()))
+}
+
+/// What a paged listing may still read over all its pages, bytes and entries, so that a parent
+/// serving pages forever ends with an error instead of growing memory without bound.
+pub(super) struct ListingBudget {
+    /// What is listed, for messages (`tag list of a/b`).
+    what: String,
+    /// Bytes of page bodies left.
+    bytes: usize,
+    /// Entries left.
+    entries: usize,
+    /// The limits as given, for messages.
+    limits: (usize, usize),
+}
+
+impl ListingBudget {
+    /// A budget of `bytes` of bodies and `entries` entries for the listing `what`.
+    pub(super) fn new(what: String, bytes: usize, entries: usize) -> ListingBudget {
+        ListingBudget {
+            what,
+            bytes,
+            entries,
+            limits: (bytes, entries),
+        }
+    }
+
+    /// The body of the next page: at most `LISTING_MAX`, and no more than is left.
+    pub(super) async fn read(&mut self, resp: Response) -> Result<Bytes, ParentError> {
+        let max = self.bytes.min(LISTING_MAX);
+        let Some(body) = read_at_most(resp, max).await? else {
+            let what = clip(&self.what);
+            return Err(ParentError::Protocol(if max < LISTING_MAX {
+                format!("{what} is larger than {} bytes in all", self.limits.0)
+            } else {
+                format!("a page of {what} is larger than {LISTING_MAX} bytes")
+            }));
+        };
+        self.bytes -= body.len();
+        Ok(body)
+    }
+
+    /// Counts `n` more entries; an error once there are more than the limit.
+    pub(super) fn take(&mut self, n: usize) -> Result<(), ParentError> {
+        self.entries = self.entries.checked_sub(n).ok_or_else(|| {
+            ParentError::Protocol(format!(
+                "{} has more than {} entries",
+                clip(&self.what),
+                self.limits.1
+            ))
+        })?;
+        Ok(())
+    }
 }

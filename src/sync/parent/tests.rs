@@ -458,3 +458,184 @@ async fn ranges_digests_and_failures() {
     assert_eq!(c.tags("c").await.unwrap_err(), ParentError::NotFound);
     assert!(matches!(c.tags("../x").await, Err(ParentError::Config(_))));
 }
+
+#[test]
+fn credentials_go_to_a_plain_realm_only_on_the_parents_host() {
+    use super::auth::may_send_credentials;
+    let url = |s: &str| reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    let plain = url("http://parent.example:5000");
+    let tls = url("https://parent.example");
+    for (base, realm, allowed) in [
+        (&plain, "http://parent.example:5000/token", true),
+        (&plain, "http://PARENT.example:5000/auth/token?x=1", true),
+        (&plain, "https://auth.example/token", true),
+        (&plain, "http://auth.example:5000/token", false),
+        (&plain, "http://parent.example:5001/token", false),
+        (&plain, "http://parent.example/token", false),
+        (&tls, "https://auth.example/token", true),
+        (&tls, "https://parent.example/token", true),
+        (&tls, "http://parent.example/token", false),
+        (&tls, "http://parent.example:443/token", false),
+    ] {
+        assert_eq!(
+            may_send_credentials(base, &url(realm)),
+            allowed,
+            "{base} {realm}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_plain_realm_on_another_host_gets_no_credentials() {
+    let (realm, realm_log) = serve(Arc::new(|_: &Seen| {
+        reply("200 OK", &[], br#"{"token":"tok","expires_in":300}"#)
+    }));
+    let (port, log) = serve(Arc::new(move |_: &Seen| {
+        let ch = format!(r#"Bearer realm="http://127.0.0.1:{realm}/token",service="svc""#);
+        reply("401 Unauthorized", &[("WWW-Authenticate", &ch)], b"")
+    }));
+    let e = client(port).tags("a").await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        matches!(e, ParentError::Protocol(_)) && text.contains(&format!("127.0.0.1:{realm}/token")),
+        "{text}"
+    );
+    let realm_log = realm_log.lock().unwrap().clone();
+    assert!(
+        realm_log
+            .iter()
+            .all(|s| s.header("authorization").is_none()),
+        "{realm_log:?}"
+    );
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.iter().all(|s| s.header("authorization").is_none()),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn redirect_loops_and_chains_end_with_an_error_quickly() {
+    let (port, log) = serve(Arc::new(|r: &Seen| {
+        let path = r.line.split(' ').nth(1).unwrap_or("");
+        let to = match path {
+            p if p.contains("/v2/a/blobs/") => "/loop/1".to_owned(),
+            "/loop/1" => "/loop/2".to_owned(),
+            "/loop/2" => "/loop/1".to_owned(),
+            p if p.contains("/v2/b/blobs/") => "/chain/0".to_owned(),
+            p => match p
+                .strip_prefix("/chain/")
+                .and_then(|n| n.parse::<u32>().ok())
+            {
+                Some(n) => format!("/chain/{}", n + 1),
+                None => return reply("404 Not Found", &[], b""),
+            },
+        };
+        reply("302 Found", &[("Location", &to)], b"")
+    }));
+    let c = client(port);
+    let d = format!("sha256:{}", "c".repeat(64));
+    let started = Instant::now();
+    let e = c.blob("a", &d, 0, None).await.unwrap_err();
+    assert!(
+        matches!(&e, ParentError::Protocol(m) if m.contains("redirect loop")),
+        "{e}"
+    );
+    let asked = log.lock().unwrap().len();
+    assert_eq!(asked, 3, "the loop was followed past its first repeat");
+    let e = c.blob("b", &d, 0, None).await.unwrap_err();
+    assert!(
+        matches!(&e, ParentError::Protocol(m) if m.contains("more than 5 redirects")),
+        "{e}"
+    );
+    assert_eq!(
+        log.lock().unwrap().len() - asked,
+        6,
+        "1 request + 5 redirects"
+    );
+    assert!(!e.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn tag_lists_are_bounded_in_pages_names_and_bytes() {
+    let (port, log) = serve(Arc::new(|r: &Seen| {
+        let path = r.line.split(' ').nth(1).unwrap_or("");
+        let page: usize = path
+            .split("last=")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        // Past what the limits allow, a 500: a client without them fails fast, not never.
+        let limit = if path.starts_with("/v2/many/") {
+            1001
+        } else {
+            5
+        };
+        if page >= limit {
+            return reply("500 Internal Server Error", &[], b"limits not applied");
+        }
+        let link = format!(
+            "</v2/{{}}/tags/list?n=1000&last={}>; rel=\"next\"",
+            page + 1
+        );
+        // `many`: 1000 names a page, forever; `huge`: 15 MiB names a page, forever.
+        let (repo, tags): (&str, Vec<String>) = if path.starts_with("/v2/many/") {
+            ("many", (0..1000).map(|i| format!("p{page}-{i}")).collect())
+        } else {
+            ("huge", vec![format!("{page}{}", "x".repeat(15 << 20))])
+        };
+        let body = serde_json::json!({ "name": repo, "tags": tags }).to_string();
+        reply(
+            "200 OK",
+            &[("Link", &link.replace("{}", repo))],
+            body.as_bytes(),
+        )
+    }));
+    let c = client(port);
+    let e = c.tags("many").await.unwrap_err();
+    assert!(
+        matches!(&e, ParentError::Protocol(m) if m.contains("more than 1000000 entries")),
+        "{e}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 1001);
+    let e = c.tags("huge").await.unwrap_err();
+    assert!(
+        matches!(&e, ParentError::Protocol(m) if m.contains("larger than 67108864 bytes in all")),
+        "{e}"
+    );
+    assert_eq!(log.lock().unwrap().len(), 1001 + 5);
+}
+
+#[tokio::test]
+async fn a_tag_list_page_streaming_forever_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = Arc::new(Mutex::new(0usize));
+    let total = sent.clone();
+    std::thread::spawn(move || {
+        let Some(Ok(mut s)) = listener.incoming().next() else {
+            return;
+        };
+        let mut b = [0u8; 4096];
+        let _ = s.read(&mut b);
+        let head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"tags\":[\"";
+        let names = "name-name-name\",\"".repeat(4096);
+        let mut out = s.write_all(head.as_bytes());
+        while out.is_ok() {
+            out = s.write_all(names.as_bytes());
+            *total.lock().unwrap() += names.len();
+        }
+    });
+    let started = Instant::now();
+    let e = client(port).tags("a").await.unwrap_err();
+    assert!(
+        matches!(&e, ParentError::Protocol(m) if m.contains("larger than 16777216 bytes")),
+        "{e}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // The client stopped reading at the page limit (plus what the sockets buffer).
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = *sent.lock().unwrap();
+    assert!(sent < 2 * LISTING_MAX, "{sent} bytes were taken");
+}
