@@ -21,6 +21,10 @@ use crate::sync::SyncService;
 
 /// Bytes read from the growing file per step.
 const READ_CHUNK: u64 = 256 * 1024;
+/// Bytes at the end of a relayed blob held back until the whole download is verified: a blob
+/// that turns out not to match its digest then never reaches a client complete. Blobs no
+/// larger than this are served from the store once verified.
+const HOLD_BACK: u64 = 64 * 1024;
 
 /// The sync service, when `repo` (and, for a tag, the tag) is something this child mirrors.
 fn mirror(
@@ -70,8 +74,9 @@ pub async fn manifest(
     }))
 }
 
-/// A blob fetched through from the parent, streamed while it is written here; `None` when
-/// not mirrored or the parent lacks it. A `Range` request waits for the whole blob and is then
+/// A blob fetched through from the parent, streamed while it is written here (all but its
+/// last bytes, which follow once the download is verified); `None` when not mirrored or the
+/// parent lacks it. A `Range` request or a small blob waits for the whole blob and is then
 /// served from the store by the caller (`Some(None)` inside means: now stored, serve locally).
 pub async fn blob(
     req: &HttpRequest,
@@ -108,7 +113,7 @@ pub async fn blob(
                 tracing::warn!(%digest, code = f.code.as_str(), error = %f.message, "fetch-through failed");
                 return Ok(None);
             }
-            (None, Some(t)) if !ranged => break t,
+            (None, Some(t)) if !ranged && t > HOLD_BACK => break t,
             _ => {}
         }
         if rx.changed().await.is_err() {
@@ -165,16 +170,11 @@ fn follow(
                 return None;
             }
             let now = st.rx.borrow_and_update().clone();
-            let available = match &now.done {
-                Some(Ok(_)) => st.total,
-                Some(Err(f)) => {
-                    let e = std::io::Error::other(format!(
-                        "download from the parent failed: {}",
-                        f.message
-                    ));
-                    return Some((Err(e), None));
-                }
-                None => now.written,
+            let available = match readable(&now, st.total) {
+                Ok(n) => n,
+                // Ending the body with an error makes actix cut the connection: the client
+                // sees a short body, never a complete response of wrong bytes.
+                Err(e) => return Some((Err(e), None)),
             };
             if available > st.sent {
                 let want = (available - st.sent).min(READ_CHUNK);
@@ -192,6 +192,20 @@ fn follow(
             }
         }
     })
+}
+
+/// How much of a blob of `total` bytes a client may have now: what is on disk short of the
+/// held-back tail while downloading, all of it once verified and stored, an error when the
+/// download failed (a digest mismatch included).
+fn readable(now: &FetchState, total: u64) -> std::io::Result<u64> {
+    match &now.done {
+        Some(Ok(_)) => Ok(total),
+        Some(Err(f)) => Err(std::io::Error::other(format!(
+            "download from the parent failed: {}",
+            f.message
+        ))),
+        None => Ok(now.written.min(total.saturating_sub(HOLD_BACK))),
+    }
 }
 
 /// Reads `want` bytes at the current position of the partial file (or, once moved into place,
@@ -216,4 +230,40 @@ async fn read_at(st: &mut Follow, want: u64) -> std::io::Result<Bytes> {
     .map_err(|e| std::io::Error::other(e.to_string()))??;
     st.file = Some(res.0);
     Ok(Bytes::from(res.1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::status::DetailCode;
+    use crate::sync::transfer::Failure;
+
+    fn state(written: u64, done: Option<Result<u64, Failure>>) -> FetchState {
+        FetchState {
+            written,
+            total: Some(1 << 20),
+            done,
+        }
+    }
+
+    #[test]
+    fn the_tail_waits_for_verification() {
+        let total = 1 << 20;
+        let held = total - HOLD_BACK;
+        // Early bytes flow as they land; the tail does not, even once it is all on disk.
+        assert_eq!(readable(&state(1000, None), total).ok(), Some(1000));
+        assert_eq!(readable(&state(total, None), total).ok(), Some(held));
+        // Verified and stored: all of it.
+        assert_eq!(
+            readable(&state(total, Some(Ok(total))), total).ok(),
+            Some(total)
+        );
+        // A mismatch (or any failure): an error, so the response is cut.
+        let f = Failure {
+            code: DetailCode::DiskError,
+            message: "digest mismatch".into(),
+            offline: false,
+        };
+        assert!(readable(&state(total, Some(Err(f))), total).is_err());
+    }
 }
