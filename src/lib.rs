@@ -7,6 +7,9 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod edge;
+/// Entry points for the fuzz targets in `fuzz/` and their seed tests (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gc;
 pub mod hierarchy;
 pub mod metrics;

@@ -18,7 +18,7 @@ pub mod server;
 pub mod tls;
 mod token;
 mod urls;
-mod v2;
+pub(crate) mod v2;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -100,7 +100,7 @@ async fn lookup(
 
 /// Parses a single `bytes=` range into (start, length). Unparseable or multi-range headers are
 /// ignored (a full response is always allowed); an unsatisfiable one is 416.
-fn parse_range(h: &str, total: u64) -> ApiResult<Option<(u64, u64)>> {
+pub(crate) fn parse_range(h: &str, total: u64) -> ApiResult<Option<(u64, u64)>> {
     let Some(spec) = h.trim().strip_prefix("bytes=") else {
         return Ok(None);
     };

@@ -13,7 +13,7 @@ use crate::storage::Metadata;
 const MAX_PAGE: usize = 10_000;
 
 /// `n` and `last` from the query; `n` is capped so one request cannot dump everything.
-fn page(q: &Query) -> ApiResult<(Option<usize>, Option<String>)> {
+pub(crate) fn page(q: &Query) -> ApiResult<(Option<usize>, Option<String>)> {
     let n = match q.get("n") {
         None | Some("") => None,
         Some(s) => Some(s.parse::<usize>().map_err(|_| {

@@ -1,12 +1,12 @@
 //! The OCI distribution API under `/v2`.
 
-mod blobs;
+pub(crate) mod blobs;
 mod fetch;
 mod filestream;
-mod listing;
+pub(crate) mod listing;
 mod manifests;
 mod referrers;
-mod uploads;
+pub(crate) mod uploads;
 
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};

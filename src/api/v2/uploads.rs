@@ -102,7 +102,7 @@ pub async fn start(
 }
 
 /// Parses `Content-Range: <start>-<end>` (also accepting a `bytes ` prefix).
-fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> {
+pub(crate) fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> {
     let Some(v) = req.headers().get("content-range") else {
         return Ok(None);
     };

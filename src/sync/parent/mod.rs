@@ -5,7 +5,7 @@
 //! and caches bearer tokens per scope set. Every manifest is verified against its digest; blobs
 //! are streamed (with `Range` for resumption) and verified by the caller.
 
-mod auth;
+pub(crate) mod auth;
 mod control;
 mod error;
 mod push;
