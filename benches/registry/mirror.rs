@@ -193,10 +193,7 @@ pub fn no_change_sync(bin: &Path, run: &Path, parent: &Server, cfg: &Config, rep
     std::thread::sleep(Duration::from_millis(200));
     relay.reset();
     let t = Instant::now();
-    let r = Conn::new(child.addr)
-        .request("POST", "/acr/v1/sync", &[], &[])
-        .unwrap_or_else(|e| panic!("POST /acr/v1/sync: {e}"));
-    assert_eq!(r.status(), 202, "POST /acr/v1/sync: {}", r.text());
+    ask_for_pass(&child);
     wait_status(&mut child, "no-change sync", |st| {
         st["syncPasses"].as_u64().unwrap_or(0) > passes
     });
@@ -227,4 +224,12 @@ pub fn no_change_sync(bin: &Path, run: &Path, parent: &Server, cfg: &Config, rep
     );
     let what = format!("no-change sync of {tags} tags, time");
     report.add(what, "s", None, Some(secs), Better::Lower);
+}
+
+/// Asks `child` for a sync pass now (`POST /acr/v1/sync`), panicking unless it is accepted.
+pub fn ask_for_pass(child: &Server) {
+    let r = Conn::new(child.addr)
+        .request("POST", "/acr/v1/sync", &[], &[])
+        .unwrap_or_else(|e| panic!("POST /acr/v1/sync: {e}"));
+    assert_eq!(r.status(), 202, "POST /acr/v1/sync: {}", r.text());
 }

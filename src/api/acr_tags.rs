@@ -23,15 +23,8 @@ const MAX_PAGE: usize = 1000;
 /// `GET`/`HEAD /acr/v1/<name>/_tags?n=&last=&orderby=`. `orderby` is accepted but pages are
 /// always in name order: that is the order `last` pages by, as in `/v2/<name>/tags/list`.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Err(ApiError::method_not_allowed());
-    }
-    let name = repo_of(req.path(), "/_tags")?;
-    let q = Query::parse(req.query_string());
-    // The need of `/v2/<name>/tags/list`: both tell the same facts about the repository.
-    let need = auth::need(&Route::Tags(name.clone()), req.method(), &q);
-    auth::authorize(&req, &state.auth, state.writable(), need.as_ref()).await?;
-    let (n, last) = page(&q)?;
+    let name = authorized_repo(&req, &state, "/_tags").await?;
+    let (n, last) = page(&Query::parse(req.query_string()))?;
     let repo = name.clone();
     // One look-ahead row tells whether another page follows.
     let mut rows = blocking(&state.store, move |s| {
@@ -54,6 +47,23 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> ApiResult<Htt
         "tags": rows.iter().map(entry).collect::<Vec<_>>(),
     });
     Ok(resp.content_type("application/json").body(body.to_string()))
+}
+
+/// The repository of a `GET`/`HEAD /acr/v1/<name><suffix>` the caller may read: authorised
+/// like `/v2/<name>/tags/list`, as both tell the same facts about the repository.
+pub(super) async fn authorized_repo(
+    req: &HttpRequest,
+    state: &AppState,
+    suffix: &str,
+) -> ApiResult<RepoName> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(ApiError::method_not_allowed());
+    }
+    let name = repo_of(req.path(), suffix)?;
+    let q = Query::parse(req.query_string());
+    let need = auth::need(&Route::Tags(name.clone()), req.method(), &q);
+    auth::authorize(req, &state.auth, state.writable(), need.as_ref()).await?;
+    Ok(name)
 }
 
 /// The repository of `/acr/v1/<name><suffix>`, each segment decoded and the whole checked like

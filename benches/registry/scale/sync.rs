@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::build::Layout;
 use crate::content;
 use crate::http::Conn;
-use crate::mirror::status;
+use crate::mirror::{ask_for_pass, status};
 use crate::proc;
 use crate::relay::{Counted, Relay};
 use crate::report::{Better, Report};
@@ -135,10 +135,7 @@ fn pass(child: &mut Server, relay: &Relay, st: &Value) -> (f64, Counted) {
     std::thread::sleep(Duration::from_millis(200));
     relay.reset();
     let t = Instant::now();
-    let r = Conn::new(child.addr)
-        .request("POST", "/acr/v1/sync", &[], &[])
-        .unwrap_or_else(|e| panic!("POST /acr/v1/sync: {e}"));
-    assert_eq!(r.status(), 202, "POST /acr/v1/sync: {}", r.text());
+    ask_for_pass(child);
     wait(child, "no-change sync", |st| {
         st["syncPasses"].as_u64().unwrap_or(0) > passes
     });
