@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::content::{self, Image};
 use crate::http::Conn;
 use crate::proc;
-use crate::relay::Relay;
+use crate::relay::{Counted, Relay};
 use crate::report::{Better, Report};
 use crate::scenarios::median;
 use crate::servers::{require, Server};
@@ -47,8 +47,20 @@ pub fn synced(st: &Value, repo: &str, tags: usize) -> bool {
 }
 
 /// Polls the child's status every 10 ms until `done` holds; panics with it after `LIMIT`.
-pub fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + LIMIT;
+pub fn wait_status(s: &mut Server, what: &str, done: impl FnMut(&Value) -> bool) -> Value {
+    wait_status_within(s, what, LIMIT, Duration::from_millis(10), done)
+}
+
+/// `wait_status` with its own limit and pause between polls (a status of many repositories
+/// is not free to build).
+pub fn wait_status_within(
+    s: &mut Server,
+    what: &str,
+    limit: Duration,
+    poll: Duration,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
     loop {
         s.check_alive();
         let st = status(s);
@@ -57,11 +69,11 @@ pub fn wait_status(s: &mut Server, what: &str, mut done: impl FnMut(&Value) -> b
         }
         if Instant::now() > deadline {
             panic!(
-                "{what}: not within {LIMIT:?}; status: {st}\nlog:\n{}",
+                "{what}: not within {limit:?}; status: {st}\nlog:\n{}",
                 s.log_tail()
             );
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(poll);
     }
 }
 
@@ -189,21 +201,7 @@ pub fn no_change_sync(bin: &Path, run: &Path, parent: &Server, cfg: &Config, rep
         full.requests,
         full.up + full.down
     );
-    let passes = st["syncPasses"].as_u64().unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(200));
-    relay.reset();
-    let t = Instant::now();
-    ask_for_pass(&child);
-    wait_status(&mut child, "no-change sync", |st| {
-        st["syncPasses"].as_u64().unwrap_or(0) > passes
-    });
-    let secs = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(100));
-    let n = relay.counted();
-    println!(
-        "    no-change sync: {secs:.2} s, {} requests on {} connections, {} bytes up, {} down",
-        n.requests, n.connections, n.up, n.down
-    );
+    let (secs, n) = counted_pass(&mut child, &relay, &st, LIMIT, Duration::from_millis(10));
     let tags = cfg.tags;
     report.add(
         format!("first sync of {tags} tags"),
@@ -232,4 +230,31 @@ pub fn ask_for_pass(child: &Server) {
         .request("POST", "/acr/v1/sync", &[], &[])
         .unwrap_or_else(|e| panic!("POST /acr/v1/sync: {e}"));
     assert_eq!(r.status(), 202, "POST /acr/v1/sync: {}", r.text());
+}
+
+/// Asks `child` (whose status was `st`) for one more pass and waits for it (polling every
+/// `poll`, for at most `limit`): its seconds and what went through `relay` meanwhile.
+pub fn counted_pass(
+    child: &mut Server,
+    relay: &Relay,
+    st: &Value,
+    limit: Duration,
+    poll: Duration,
+) -> (f64, Counted) {
+    let passes = st["syncPasses"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(200));
+    relay.reset();
+    let t = Instant::now();
+    ask_for_pass(child);
+    wait_status_within(child, "no-change sync", limit, poll, |st| {
+        st["syncPasses"].as_u64().unwrap_or(0) > passes
+    });
+    let secs = t.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(100));
+    let n = relay.counted();
+    println!(
+        "    no-change sync: {secs:.2} s, {} requests on {} connections, {} bytes up, {} down",
+        n.requests, n.connections, n.up, n.down
+    );
+    (secs, n)
 }

@@ -205,7 +205,7 @@ impl Engine {
     /// The parent's change marker `repo` had at its last whole pass, from the sync state.
     fn last_marker(&self, repo: &RepoName) -> Option<String> {
         let key = StateKey::SyncedRepo(repo.as_str());
-        let value = self.store.meta.sync_state(&key).ok().flatten()?;
+        let value = local(|| self.store.meta.sync_state(&key)).ok().flatten()?;
         let record: serde_json::Value = serde_json::from_str(&value).ok()?;
         record["marker"].as_str().map(str::to_owned)
     }

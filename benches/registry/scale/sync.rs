@@ -12,9 +12,9 @@ use serde_json::Value;
 use super::build::Layout;
 use crate::content;
 use crate::http::Conn;
-use crate::mirror::{ask_for_pass, status};
+use crate::mirror::{counted_pass, wait_status_within};
 use crate::proc;
-use crate::relay::{Counted, Relay};
+use crate::relay::Relay;
 use crate::report::{Better, Report};
 use crate::servers::Server;
 
@@ -46,21 +46,8 @@ fn all_synced(st: &Value, layout: &Layout) -> bool {
 }
 
 /// Polls the child's status until `done` holds; panics with it after `LIMIT`.
-fn wait(child: &mut Server, what: &str, mut done: impl FnMut(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        child.check_alive();
-        let st = status(child);
-        if done(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {LIMIT:?}; status: {st}\nlog:\n{}",
-            child.log_tail()
-        );
-        std::thread::sleep(POLL);
-    }
+fn wait(child: &mut Server, what: &str, done: impl FnMut(&Value) -> bool) -> Value {
+    wait_status_within(child, what, LIMIT, POLL, done)
 }
 
 /// Checks a spread of the child's tags against the digests pushed to the parent.
@@ -94,7 +81,7 @@ pub fn no_change_sync(
         "    first sync of {size}: {:.1} s, {} requests",
         first.0, first.1.requests
     );
-    let again = pass(&mut child, &relay, &st);
+    let again = counted_pass(&mut child, &relay, &st, LIMIT, POLL);
     let peak = proc::peak_rss(child.pid()) as f64 / proc::MIB;
     let mut row = |what: String, unit, v: f64| report.add(what, unit, None, Some(v), Better::Lower);
     row(format!("scale: first sync of {size}"), "s", first.0);
@@ -126,25 +113,4 @@ pub fn no_change_sync(
         "s",
         again.0,
     );
-}
-
-/// Asks `child` (whose status was `st`) for one more pass and waits for it: its seconds and what
-/// went through the relay meanwhile.
-fn pass(child: &mut Server, relay: &Relay, st: &Value) -> (f64, Counted) {
-    let passes = st["syncPasses"].as_u64().unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(200));
-    relay.reset();
-    let t = Instant::now();
-    ask_for_pass(child);
-    wait(child, "no-change sync", |st| {
-        st["syncPasses"].as_u64().unwrap_or(0) > passes
-    });
-    let secs = t.elapsed().as_secs_f64();
-    std::thread::sleep(Duration::from_millis(100));
-    let n = relay.counted();
-    println!(
-        "    no-change sync: {secs:.2} s, {} requests on {} connections, {} bytes up, {} down",
-        n.requests, n.connections, n.up, n.down
-    );
-    (secs, n)
 }
