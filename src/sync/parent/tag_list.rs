@@ -7,8 +7,8 @@ use reqwest::{Method, Response, Url};
 use serde_json::Value;
 
 use super::error::ParentError;
-use super::request::{checked_repo, read_limited};
-use super::{ParentClient, LISTING_MAX, TAGS_PAGES_MAX};
+use super::request::{checked_repo, read_limited, ListingBudget};
+use super::{ParentClient, LISTING_TOTAL_MAX, TAGS_MAX, TAGS_PAGES_MAX};
 use crate::registry::{Digest, Tag};
 
 /// Page size asked for: ACR serves at most 1000 tags a page, whatever `n` says.
@@ -41,8 +41,12 @@ impl ParentClient {
         let base = format!("{}/acr/v1/{repo}/_tags", self.inner.base);
         let mut url = format!("{base}?n={PAGE}");
         let mut all = Vec::new();
+        // Bounded over all pages, as the tag list is: a parent cannot grow the child without end.
+        let what = format!("tag listing of {repo}");
+        let mut budget = ListingBudget::new(what, LISTING_TOTAL_MAX, TAGS_MAX);
         for page in 0..TAGS_PAGES_MAX {
-            let (entries, next) = match self.tag_page(repo, &url, page == 0).await? {
+            let answer = self.tag_page(repo, &url, page == 0, &mut budget).await?;
+            let (entries, next) = match answer {
                 Answer::Page(entries, next) => (entries, next),
                 Answer::Absent => {
                     self.remember_tag_listing(false);
@@ -54,6 +58,7 @@ impl ParentClient {
                 .last()
                 .and_then(|e| e["name"].as_str())
                 .map(str::to_owned);
+            budget.take(entries.len())?;
             let full = entries.len() >= PAGE;
             all.extend(entries.iter().filter_map(|e| valid_entry(repo, e)));
             // Without a Link, a full page may still have a successor: ask after its last name.
@@ -77,7 +82,13 @@ impl ParentClient {
     /// One page. Until the first page is read, answers that only a registry without the API
     /// gives (404 without NAME_UNKNOWN, 400, 405, 501, a body that is not a listing) and a
     /// refusal (the fallback path reports real credential faults) count as `Absent`.
-    async fn tag_page(&self, repo: &str, url: &str, first: bool) -> Result<Answer, ParentError> {
+    async fn tag_page(
+        &self,
+        repo: &str,
+        url: &str,
+        first: bool,
+        budget: &mut ListingBudget,
+    ) -> Result<Answer, ParentError> {
         let scopes = listing_scope(repo);
         let resp = match self.send(Method::GET, url, &scopes, HeaderMap::new()).await {
             Ok(r) => r,
@@ -89,7 +100,7 @@ impl ParentClient {
         };
         let status = resp.status().as_u16();
         match status {
-            200 => self.page_body(resp, url, first).await,
+            200 => self.page_body(resp, url, first, budget).await,
             400 | 403 | 404 | 405 | 501 => self.refusal(resp, first).await,
             _ => Err(self.failure(resp).await),
         }
@@ -101,9 +112,10 @@ impl ParentClient {
         resp: Response,
         url: &str,
         first: bool,
+        budget: &mut ListingBudget,
     ) -> Result<Answer, ParentError> {
         let next = self.next_link(url, resp.headers())?;
-        let body = read_limited(resp, LISTING_MAX).await?;
+        let body = budget.read(resp).await?;
         match parse_page(&body) {
             Some(entries) => Ok(Answer::Page(entries, next)),
             // A registry without the API may serve its web portal here.
@@ -407,6 +419,35 @@ mod tests {
             c.tag_digests("../x").await,
             Err(ParentError::Config(_))
         ));
+    }
+
+    /// A parent serving full pages forever ends with an error once the listing's bound over
+    /// all pages is spent, long before the page limit.
+    #[tokio::test]
+    async fn an_endless_listing_ends_at_its_bound() {
+        let d = digest('e');
+        let asked = Arc::new(Mutex::new(0usize));
+        let count = asked.clone();
+        let (port, _) = parent(Arc::new(move |_: &Req, _| {
+            let n = count.lock().map(|mut c| {
+                *c += 1;
+                *c
+            });
+            let n = n.unwrap_or(0);
+            if n > 2_000 {
+                return reply("500 Internal Server Error", &[], "bound not applied");
+            }
+            let tags = (0..PAGE)
+                .map(|i| acr_entry(&format!("p{n:05}t{i:04}"), &d))
+                .collect();
+            let next = format!("</acr/v1/e/_tags?n=1000&last=p{n:05}>; rel=\"next\"");
+            reply("200 OK", &[("Link", &next)], &listing("e", tags))
+        }));
+        let got = client(port).tag_digests("e").await;
+        assert!(
+            matches!(&got, Err(ParentError::Protocol(m)) if m.contains("tag listing of e")),
+            "{got:?}"
+        );
     }
 
     #[test]
