@@ -103,6 +103,14 @@ impl ResponseError for ApiError {
         for (name, value) in &self.headers {
             r.insert_header((*name, value.as_str()));
         }
+        // The rest of a too-large or stalled body is not worth reading (it may never end):
+        // close the connection after the answer rather than drain it.
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            r.force_close();
+        }
         r.body(json!({ "errors": [entry] }).to_string())
     }
 }
@@ -151,6 +159,13 @@ impl From<StorageError> for ApiError {
                 ErrorCode::TooManyRequests,
                 msg,
             ),
+            // Sessions end as clients finish, cancel or abandon them (then the cleaner).
+            S::TooManySessions(_) => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                msg,
+            )
+            .with_header("Retry-After", "5"),
             S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::internal(msg)

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth::{self, Need};
 use super::error::{ApiError, ApiResult};
-use super::AppState;
+use super::{payload, AppState};
 use crate::auth::{GatewayAction, Principal};
 use crate::hierarchy::wire::{ExchangeRequest, API_HEADER, API_VERSION};
 use crate::hierarchy::HierarchyError;
@@ -53,7 +53,11 @@ async fn handle(
     {
         return Err(auth::denied());
     }
-    let bytes = super::payload::read_limited(&mut body, BODY_MAX).await?;
+    let bytes = match payload::read_limited(&mut body, BODY_MAX, state.body.idle).await {
+        Ok(b) => b,
+        Err(e) if payload::ends_body(&e) => return Ok(payload::refused(e, body)),
+        Err(e) => return Err(e),
+    };
     let msg: ExchangeRequest = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad_request(
             ErrorCode::Unsupported,

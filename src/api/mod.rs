@@ -10,6 +10,7 @@ mod audit;
 pub mod auth;
 pub mod error;
 mod hierarchy;
+pub mod limits;
 mod metrics;
 mod payload;
 pub mod query;
@@ -46,6 +47,12 @@ pub struct AppState {
     pub metrics_anonymous: bool,
     /// The control plane this registry offers the connected registries below it.
     pub control: Arc<crate::hierarchy::control::ControlPlane>,
+    /// The cap on requests sending blob bytes at once.
+    pub upload_gate: limits::UploadGate,
+    /// Caps on open upload sessions.
+    pub session_caps: crate::storage::uploads::SessionCaps,
+    /// How long a body may stall and how large a blob may grow.
+    pub body: payload::BodyLimits,
 }
 
 impl AppState {

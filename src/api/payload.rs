@@ -1,5 +1,7 @@
 //! Request bodies: streamed into blob writers (never buffered whole) or read with a size cap.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::web;
 use bytes::Bytes;
@@ -14,6 +16,92 @@ use crate::storage::StorageError;
 /// Body bytes gathered before they go to the blocking pool to be hashed and written together.
 const BATCH: usize = 512 * 1024;
 
+/// How long a body may stall and how large a blob may grow (`[limits]`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Longest wait for the next bytes of a body; 408 after it.
+    pub idle: Duration,
+    /// Largest blob an upload may reach; 413 past it.
+    pub blob_max: Option<u64>,
+}
+
+/// The next piece of a body, or 408 when none comes within `idle`; `code` names the kind of
+/// body in the error (the same code as a body cut short).
+async fn next_piece(
+    payload: &mut web::Payload,
+    idle: Duration,
+    code: ErrorCode,
+) -> ApiResult<Option<Result<Bytes, actix_web::error::PayloadError>>> {
+    tokio::time::timeout(idle, payload.next())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                code,
+                format!(
+                    "no body bytes arrived for {} s; send the body faster or retry",
+                    idle.as_secs_f64()
+                ),
+            )
+        })
+}
+
+/// Whether `e` leaves a body unread that should end the connection (413, 408).
+pub fn ends_body(e: &ApiError) -> bool {
+    matches!(
+        e.status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    )
+}
+
+/// A refusal's answer that holds the unread request body until the answer is sent: actix
+/// drains the rest of a dropped chunked body to keep the connection (forever when the body
+/// never ends), but closes the connection when the body is still held as the answer ends.
+struct Refusal {
+    answer: Option<Bytes>,
+    size: u64,
+    _unread: web::Payload,
+}
+
+impl actix_web::body::MessageBody for Refusal {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        actix_web::body::BodySize::Sized(self.size)
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.answer.take().map(Ok))
+    }
+}
+
+/// The answer to a refused body (see `ends_body`): the error, then the connection closes.
+pub fn refused(e: ApiError, payload: web::Payload) -> actix_web::HttpResponse {
+    use actix_web::body::MessageBody as _;
+    use actix_web::ResponseError as _;
+    let (head, body) = e.error_response().into_parts();
+    let answer = body.try_into_bytes().unwrap_or_default();
+    head.set_body(Refusal {
+        size: answer.len() as u64,
+        answer: Some(answer),
+        _unread: payload,
+    })
+    .map_into_boxed_body()
+}
+
+/// The 413 for a blob that would pass `max` bytes.
+pub fn blob_too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::SizeInvalid,
+        format!("blob larger than this registry's limit of {max} bytes"),
+    )
+    .with_detail(serde_json::json!({ "limit": max }))
+}
+
 /// Streams the whole body into the session's writer; on any failure the writer is rolled back
 /// to where it started, so a failed chunk leaves the upload exactly as it was.
 ///
@@ -24,9 +112,12 @@ const BATCH: usize = 512 * 1024;
 pub async fn stream_into(
     payload: &mut web::Payload,
     slot: &mut Option<SessionGuard>,
+    limits: &BodyLimits,
 ) -> ApiResult<u64> {
     let start = with_writer(slot, |w| Ok(w.offset()))?;
-    let res = copy(payload, slot).await;
+    // What this body may add before the blob passes its limit.
+    let room = limits.blob_max.map(|m| (m, m.saturating_sub(start)));
+    let res = copy(payload, slot, limits.idle, room).await;
     if res.is_err() {
         // The session may be gone (a failed step on the blocking pool): nothing to roll back.
         let _ = with_writer(slot, |w| {
@@ -84,13 +175,30 @@ async fn settle<T>(task: InFlight<T>, slot: &mut Option<SessionGuard>) -> ApiRes
     r.map_err(ApiError::from)
 }
 
-async fn copy(payload: &mut web::Payload, slot: &mut Option<SessionGuard>) -> ApiResult<()> {
+/// `room` is the blob's limit and the bytes this body may still add under it.
+async fn copy(
+    payload: &mut web::Payload,
+    slot: &mut Option<SessionGuard>,
+    idle: Duration,
+    room: Option<(u64, u64)>,
+) -> ApiResult<()> {
     let mut batch: Vec<Bytes> = Vec::new();
     let mut gathered = 0;
+    let mut received = 0u64;
     let mut busy: Option<InFlight<()>> = None;
     let res = loop {
-        let end = match payload.next().await {
+        let piece = match next_piece(payload, idle, ErrorCode::BlobUploadInvalid).await {
+            Ok(p) => p,
+            Err(e) => break Err(e),
+        };
+        let end = match piece {
             Some(Ok(chunk)) => {
+                received += chunk.len() as u64;
+                if let Some((max, left)) = room {
+                    if received > left {
+                        break Err(blob_too_large(max));
+                    }
+                }
                 gathered += chunk.len();
                 batch.push(chunk);
                 if gathered < BATCH {
@@ -145,9 +253,13 @@ fn size_text(limit: usize) -> String {
 
 /// Reads a small body (a manifest, a token form, a control-plane message) into memory, refusing
 /// more than `limit` bytes with 413.
-pub async fn read_limited(payload: &mut web::Payload, limit: usize) -> ApiResult<Vec<u8>> {
+pub async fn read_limited(
+    payload: &mut web::Payload,
+    limit: usize,
+    idle: Duration,
+) -> ApiResult<Vec<u8>> {
     let mut body = Vec::new();
-    while let Some(chunk) = payload.next().await {
+    while let Some(chunk) = next_piece(payload, idle, ErrorCode::ManifestInvalid).await? {
         let chunk = chunk.map_err(|e| {
             ApiError::bad_request(
                 ErrorCode::ManifestInvalid,

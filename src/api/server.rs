@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
 
+use super::limits::{self, Counter, UploadGate};
+use super::payload::BodyLimits;
 use super::{configure, tls, AppState};
 use crate::auth::{admin, Authenticator};
 use crate::config::{Settings, TlsSettings};
@@ -20,6 +22,7 @@ use crate::sync::policy::{FilePolicy, PolicyFile};
 const BLOCKING_THREADS: usize = 12;
 /// How often the server checks for access-control changes.
 const ACCESS_POLL: Duration = Duration::from_secs(2);
+use crate::storage::uploads::SessionCaps;
 use crate::storage::Store;
 
 /// Why the server could not start or stopped abnormally; printed as one line by `main`.
@@ -74,6 +77,7 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
     let auth = start_auth(&store, &settings).await?;
     let node = start_node(&store, &settings).await?;
     let control = ControlPlane::new(store.clone());
+    let lim = settings.limits.clone();
     let state = web::Data::new(AppState {
         store: store.clone(),
         auth: auth.clone(),
@@ -83,14 +87,32 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
         metrics: Arc::new(Metrics::default()),
         metrics_anonymous: settings.access.metrics_anonymous,
         control: control.clone(),
+        upload_gate: UploadGate::new(lim.uploads, lim.uploads_per_client),
+        session_caps: SessionCaps {
+            total: lim.upload_sessions,
+            per_client: lim.upload_sessions_per_client,
+            per_repository: lim.upload_sessions_per_repository,
+        },
+        body: BodyLimits {
+            idle: lim.body_timeout,
+            blob_max: lim.blob_size,
+        },
     });
+    let connections = Counter::new(lim.connections, lim.connections_per_client);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap_fn(limits::admit)
             .wrap(middleware::Logger::new("%a \"%r\" %s %b %Dms").log_target("http"))
             .wrap_fn(super::metrics::measure)
             .configure(configure)
     })
+    .on_connect(limits::on_connect(connections))
+    // Connections past the cap are answered 429 and closed; actix stops accepting only at
+    // the cap per worker, a hard stop well past the answering one.
+    .max_connections(lim.connections)
+    .client_request_timeout(lim.header_timeout)
+    .keep_alive(lim.keep_alive)
     // Responses are written in pieces; Nagle would hold the tail for a delayed ACK.
     .tcp_nodelay(true)
     // File reads and SQLite run on the blocking pool; a small cap keeps a burst of pulls from

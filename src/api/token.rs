@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::auth::{basic_credentials, password_login, service};
 use super::error::{ApiError, ApiResult};
-use super::payload::read_limited;
+use super::payload::{ends_body, read_limited, refused};
 use super::query::Query;
 use super::AppState;
 use crate::auth::admin::rfc3339;
@@ -34,7 +34,11 @@ pub async fn token(
 ) -> ApiResult<HttpResponse> {
     let auth = &state.auth;
     let (principal, q) = if req.method() == Method::POST {
-        let body = read_limited(&mut payload, FORM_MAX).await?;
+        let body = match read_limited(&mut payload, FORM_MAX, state.body.idle).await {
+            Ok(b) => b,
+            Err(e) if ends_body(&e) => return Ok(refused(e, payload)),
+            Err(e) => return Err(e),
+        };
         let q = Query::parse(&String::from_utf8_lossy(&body));
         let p = match q.get("grant_type") {
             Some("password") => {

@@ -6,6 +6,7 @@
 pub mod connection;
 pub mod duration;
 pub mod iot_edge;
+pub mod limits;
 pub mod logging;
 mod mode;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use connection::ConnectionString;
 pub use duration::parse_duration;
+pub use limits::Limits;
 pub use mode::Mode;
 
 /// Listen address when none is configured (the IoT Edge API proxy forwards here).
@@ -144,6 +146,8 @@ struct ServerSection {
 struct FileRoot {
     #[serde(default)]
     server: ServerSection,
+    #[serde(default)]
+    limits: limits::LimitsSection,
     mode: Option<String>,
 }
 
@@ -191,6 +195,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// Whether the plain HTTP listener runs (always without TLS; with TLS only when enabled).
     pub serve_http: bool,
+    /// Caps on connections, uploads and request timing (`[limits]`).
+    pub limits: Limits,
 }
 
 /// Authentication switches.
@@ -327,6 +333,7 @@ impl Settings {
             )?,
             tls,
             serve_http,
+            limits: root.limits.resolve()?,
         })
     }
 }

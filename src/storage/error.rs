@@ -60,6 +60,9 @@ pub enum StorageError {
     /// Someone else is doing this already (a download, a collection pass); try again later.
     #[error("{0}")]
     Busy(String),
+    /// A cap on open upload sessions is reached; one must finish or lapse first.
+    #[error("{0}")]
+    TooManySessions(String),
     /// A record cannot be deleted while others refer to it.
     #[error("{0}")]
     InUse(String),

@@ -15,7 +15,48 @@ use crate::registry::{Algorithm, Digest, RepoName};
 pub type SessionHandle = Arc<tokio::sync::Mutex<Option<BlobWriter>>>;
 
 /// A locked session, owned so it can travel to the blocking pool with the work on its writer.
-pub type SessionGuard = tokio::sync::OwnedMutexGuard<Option<BlobWriter>>;
+/// Letting go of it parks the writer: an idle session holds no file descriptor and no buffer
+/// (thousands of idle sessions once exhausted the process's descriptors).
+pub struct SessionGuard(tokio::sync::OwnedMutexGuard<Option<BlobWriter>>);
+
+impl SessionGuard {
+    /// Waits for the session's lock.
+    pub async fn lock(handle: SessionHandle) -> Self {
+        SessionGuard(handle.lock_owned().await)
+    }
+}
+
+impl std::ops::Deref for SessionGuard {
+    type Target = Option<BlobWriter>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for SessionGuard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.as_mut() {
+            w.park();
+        }
+    }
+}
+
+/// How many upload sessions may be open at once: in all, per client and per repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionCaps {
+    /// In the whole registry.
+    pub total: u64,
+    /// Started by one client.
+    pub per_client: u64,
+    /// In one repository.
+    pub per_repository: u64,
+}
 
 /// Prefix of one-shot (monolithic) upload files, which never outlive their request.
 const ONESHOT_PREFIX: &str = "tmp-";
@@ -42,14 +83,22 @@ impl Uploads {
         self.dir.join(id)
     }
 
-    /// Starts a session for `repo` and returns its id.
-    pub fn start(&self, meta: &Metadata, repo: &RepoName) -> Result<String> {
+    /// Starts a session for `repo` on behalf of `client` and returns its id, unless `caps`
+    /// says enough sessions are open. The new session starts parked (no descriptor held).
+    pub fn start(
+        &self,
+        meta: &Metadata,
+        repo: &RepoName,
+        client: &str,
+        caps: &SessionCaps,
+    ) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        let writer = BlobWriter::create(self.path(&id), Algorithm::Sha256)?;
-        if let Err(e) = meta.create_upload(&id, repo) {
+        let mut writer = BlobWriter::create(self.path(&id), Algorithm::Sha256)?;
+        if let Err(e) = meta.create_upload(&id, repo, client, caps) {
             writer.discard();
             return Err(e);
         }
+        writer.park();
         self.insert(&id, writer);
         Ok(id)
     }
@@ -75,7 +124,7 @@ impl Uploads {
         if let Some(h) = self.open.lock().ok().and_then(|o| o.get(id).cloned()) {
             return Ok(h);
         }
-        let writer = BlobWriter::reopen(self.path(id)).map_err(|e| match e {
+        let writer = BlobWriter::parked(self.path(id)).map_err(|e| match e {
             StorageError::Io { .. } => StorageError::UploadUnknown,
             other => other,
         })?;

@@ -20,7 +20,8 @@ const WRITEBACK_STEP: u64 = 1 << 20;
 #[derive(Debug)]
 pub struct BlobWriter {
     path: PathBuf,
-    file: File,
+    /// `None` while parked: an idle upload session holds no descriptor; the next write reopens.
+    file: Option<File>,
     buf: Vec<u8>,
     /// Bytes accepted so far (written or buffered).
     offset: u64,
@@ -41,7 +42,7 @@ impl BlobWriter {
             .map_err(|e| StorageError::io("creating an upload file", e))?;
         Ok(BlobWriter {
             path,
-            file,
+            file: Some(file),
             buf: Vec::new(),
             offset: 0,
             hasher: Some(DigestHasher::new(algo)),
@@ -61,7 +62,7 @@ impl BlobWriter {
             .map_err(|e| StorageError::io("reading an upload's size", e))?;
         Ok(BlobWriter {
             path,
-            file,
+            file: Some(file),
             buf: Vec::new(),
             offset,
             hasher: None,
@@ -69,10 +70,64 @@ impl BlobWriter {
         })
     }
 
+    /// An existing upload file (after a restart), parked: nothing is opened until it is written.
+    pub fn parked(path: PathBuf) -> Result<Self> {
+        let offset = std::fs::metadata(&path)
+            .map_err(|e| StorageError::io("reading an upload's size", e))?
+            .len();
+        Ok(BlobWriter {
+            path,
+            file: None,
+            buf: Vec::new(),
+            offset,
+            hasher: None,
+            kicked: offset,
+        })
+    }
+
+    /// Closes the file and frees the buffer between requests, keeping the running hash, so
+    /// thousands of idle sessions cost neither descriptors nor buffers. With bytes still
+    /// buffered it does nothing: parking must never need I/O.
+    pub fn park(&mut self) {
+        if self.buf.is_empty() {
+            self.file = None;
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Runs `f` on the file, reopening it at its end when parked. A file that is not as long
+    /// as the bytes accepted (changed behind our back) drops the running hash, as after a
+    /// failed write.
+    fn with_file<T>(
+        &mut self,
+        f: impl FnOnce(&mut File) -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        self.open()?;
+        match self.file.as_mut() {
+            Some(file) => f(file),
+            None => Err(std::io::Error::other("upload file not open")),
+        }
+    }
+
+    /// Reopens a parked writer's file (see `with_file`); a no-op when open.
+    fn open(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let mut file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+            let len = file.seek(SeekFrom::End(0))?;
+            if len != self.offset - self.buf.len() as u64 {
+                self.hasher = None;
+                self.offset = len + self.buf.len() as u64;
+            }
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
     /// Marks the file as being written (an advisory lock), so garbage collection in any
     /// process leaves it alone; false when someone else already writes it.
     pub fn claim(&self) -> bool {
-        super::fsutil::try_lock(&self.file)
+        // A parked writer holds no file to lock; callers claim after a write or a verify.
+        self.file.as_ref().is_some_and(super::fsutil::try_lock)
     }
 
     /// Where the temporary file lives.
@@ -87,6 +142,9 @@ impl BlobWriter {
 
     /// Accepts the next bytes of the blob.
     pub fn append(&mut self, data: &[u8]) -> Result<()> {
+        // Before the hash and offset move, so a file that cannot be reopened changes nothing.
+        self.open()
+            .map_err(|e| StorageError::io("reopening an upload file", e))?;
         if let Some(h) = self.hasher.as_mut() {
             h.update(data);
         }
@@ -95,7 +153,7 @@ impl BlobWriter {
             self.flush()?;
         }
         if data.len() >= BUFFER {
-            if let Err(e) = self.file.write_all(data) {
+            if let Err(e) = self.with_file(|f| f.write_all(data)) {
                 self.recover();
                 return Err(StorageError::io("writing upload data", e));
             }
@@ -113,7 +171,9 @@ impl BlobWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let res = self.file.write_all(&self.buf);
+        let buf = std::mem::take(&mut self.buf);
+        let res = self.with_file(|f| f.write_all(&buf));
+        self.buf = buf;
         self.buf.clear();
         if let Err(e) = res {
             self.recover();
@@ -127,6 +187,8 @@ impl BlobWriter {
     /// (no copy into the buffer): for request bodies, which arrive in many small pieces.
     pub fn append_batch<B: AsRef<[u8]>>(&mut self, pieces: &[B]) -> Result<()> {
         self.flush()?;
+        self.open()
+            .map_err(|e| StorageError::io("reopening an upload file", e))?;
         let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(pieces.len());
         for p in pieces.iter().map(AsRef::as_ref).filter(|p| !p.is_empty()) {
             if let Some(h) = self.hasher.as_mut() {
@@ -135,23 +197,9 @@ impl BlobWriter {
             self.offset += p.len() as u64;
             slices.push(IoSlice::new(p));
         }
-        let mut rest = &mut slices[..];
-        while !rest.is_empty() {
-            match self.file.write_vectored(rest) {
-                Ok(0) => {
-                    self.recover();
-                    return Err(StorageError::io(
-                        "writing upload data",
-                        std::io::ErrorKind::WriteZero.into(),
-                    ));
-                }
-                Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.recover();
-                    return Err(StorageError::io("writing upload data", e));
-                }
-            }
+        if let Err(e) = self.with_file(|f| write_all_vectored(f, &mut slices)) {
+            self.recover();
+            return Err(StorageError::io("writing upload data", e));
         }
         self.start_writeback();
         Ok(())
@@ -170,14 +218,12 @@ impl BlobWriter {
                 self.kicked as libc::off64_t,
                 (written - self.kicked) as libc::off64_t,
             );
-            // SAFETY: a hint on our own open descriptor; failure only means no early writeback.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    from,
-                    len,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
+            if let Some(file) = &self.file {
+                // SAFETY: a hint on our own open descriptor; failure only means no early
+                // writeback.
+                unsafe {
+                    libc::sync_file_range(file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE);
+                }
             }
         }
         self.kicked = written;
@@ -188,7 +234,11 @@ impl BlobWriter {
     fn recover(&mut self) {
         self.buf.clear();
         self.hasher = None;
-        if let Ok(len) = self.file.seek(SeekFrom::End(0)) {
+        let len = match self.file.as_mut() {
+            Some(f) => f.seek(SeekFrom::End(0)).ok(),
+            None => std::fs::metadata(&self.path).ok().map(|m| m.len()),
+        };
+        if let Some(len) = len {
             self.offset = len;
         }
         self.kicked = self.kicked.min(self.offset);
@@ -197,21 +247,21 @@ impl BlobWriter {
     /// Flushes and fsyncs, so the bytes accepted so far survive a power cut.
     pub fn sync(&mut self) -> Result<()> {
         self.flush()?;
-        self.file
-            .sync_data()
+        self.with_file(|f| f.sync_data())
             .map_err(|e| StorageError::io("syncing upload data", e))
     }
 
     /// Drops everything after `offset` (a failed chunk), keeping the upload consistent.
     pub fn rollback(&mut self, offset: u64) -> Result<()> {
         self.buf.clear();
+        let res = self.with_file(|f| {
+            f.set_len(offset)?;
+            f.seek(SeekFrom::Start(offset)).map(|_| ())
+        });
         self.hasher = None;
         self.offset = offset;
         self.kicked = self.kicked.min(offset);
-        self.file
-            .set_len(offset)
-            .and_then(|_| self.file.seek(SeekFrom::Start(offset)).map(|_| ()))
-            .map_err(|e| StorageError::io("truncating a failed upload chunk", e))
+        res.map_err(|e| StorageError::io("truncating a failed upload chunk", e))
     }
 
     /// Flushes, fsyncs and checks the content against `expected`; returns the size.
@@ -219,8 +269,7 @@ impl BlobWriter {
         self.sync()?;
         // Belt and braces: the running hash only counts when the file holds every byte.
         let len = self
-            .file
-            .metadata()
+            .with_file(|f| f.metadata())
             .map_err(|e| StorageError::io("reading upload size", e))?
             .len();
         if len != self.offset {
@@ -260,5 +309,74 @@ impl BlobWriter {
     /// Deletes the temporary file.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Writes every slice with `writev`, resuming after short writes.
+fn write_all_vectored(file: &mut File, slices: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    let mut rest = slices;
+    while !rest.is_empty() {
+        match file.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256(data: &[u8]) -> Digest {
+        let mut h = DigestHasher::new(Algorithm::Sha256);
+        h.update(data);
+        h.finalize()
+    }
+
+    #[test]
+    fn a_parked_writer_holds_no_file_and_resumes_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("u");
+        let mut w = BlobWriter::create(path.clone(), Algorithm::Sha256).unwrap();
+        w.append_batch(&[b"hello ".as_slice()]).unwrap();
+        w.sync().unwrap();
+        w.park();
+        assert!(w.file.is_none() && w.buf.capacity() == 0);
+        assert!(!w.claim(), "a parked writer has nothing to lock");
+        w.append_batch(&[b"world".as_slice()]).unwrap();
+        w.park();
+        // The running hash survived the park: no rehash is needed to verify.
+        assert!(w.hasher.is_some());
+        assert_eq!(w.verify(&sha256(b"hello world")).unwrap(), 11);
+
+        // After a restart the session is parked from the start and rehashes on verify.
+        let mut again = BlobWriter::parked(path).unwrap();
+        assert!(again.file.is_none());
+        assert_eq!(again.offset(), 11);
+        again.append_batch(&[b"!".as_slice()]).unwrap();
+        assert_eq!(again.verify(&sha256(b"hello world!")).unwrap(), 12);
+    }
+
+    #[test]
+    fn a_parked_writer_rolls_back_and_notices_a_changed_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("u");
+        let mut w = BlobWriter::create(path.clone(), Algorithm::Sha256).unwrap();
+        w.append_batch(&[b"abcdef".as_slice()]).unwrap();
+        w.park();
+        w.rollback(3).unwrap();
+        w.park();
+        assert_eq!(w.verify(&sha256(b"abc")).unwrap(), 3);
+        let mut w = BlobWriter::create(dir.path().join("v"), Algorithm::Sha256).unwrap();
+        w.append_batch(&[b"abc".as_slice()]).unwrap();
+        w.park();
+        std::fs::write(dir.path().join("v"), b"abcXYZ").unwrap();
+        w.append_batch(&[b"d".as_slice()]).unwrap();
+        // The file grew behind its back: the writer carries on from what the file holds.
+        assert_eq!(w.offset(), 7);
+        assert_eq!(w.verify(&sha256(b"abcXYZd")).unwrap(), 7);
     }
 }

@@ -5,5 +5,6 @@
 mod common;
 
 mod gc;
+mod limits;
 mod metrics;
 mod notifications;

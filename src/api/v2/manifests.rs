@@ -78,7 +78,7 @@ pub async fn put(
     reference: Reference,
     q: &Query,
 ) -> ApiResult<HttpResponse> {
-    let body = read_limited(payload, MAX_MANIFEST_BYTES).await?;
+    let body = read_limited(payload, MAX_MANIFEST_BYTES, state.body.idle).await?;
     let content_type = req
         .headers()
         .get("content-type")

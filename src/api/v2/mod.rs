@@ -13,6 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::auth;
 use super::error::{ApiError, ApiResult};
+use super::payload;
 use super::query::Query;
 use super::route::{self, Route};
 use super::AppState;
@@ -34,7 +35,7 @@ pub async fn dispatch(
     let need = auth::need(&route, &m, &q);
     let principal = auth::authorize(&req, &state.auth, state.writable(), need.as_ref()).await?;
     let gate = state.auth.clone();
-    let mut resp = match route {
+    let resp = match route {
         Route::Base if is_get(&m) => Ok(HttpResponse::Ok()
             .content_type("application/json")
             .body("{}")),
@@ -72,7 +73,11 @@ pub async fn dispatch(
         },
         Route::Referrers(name, d) if is_get(&m) => referrers::list(st, name, d, &q).await,
         _ => Err(ApiError::method_not_allowed()),
-    }?;
+    };
+    let mut resp = match resp {
+        Err(e) if payload::ends_body(&e) => return Ok(payload::refused(e, payload)),
+        r => r?,
+    };
     resp.headers_mut().insert(
         actix_web::http::header::HeaderName::from_static("docker-distribution-api-version"),
         actix_web::http::header::HeaderValue::from_static(API_VERSION_HEADER.1),

@@ -7,9 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use tokio::sync::Mutex;
 
+use super::super::auth::client_ip;
 use super::super::auth::MountFrom;
 use super::super::error::{ApiError, ApiResult};
-use super::super::payload::{on_writer, stream_into, with_writer};
+use super::super::payload::{blob_too_large, on_writer, stream_into, with_writer};
 use super::super::query::Query;
 use super::super::urls::absolute;
 use super::super::{blocking, AppState};
@@ -74,11 +75,14 @@ pub async fn start(
             return Ok(created(req, &name, &digest));
         }
     } else if let Some(digest) = digest_param(q)? {
+        let _place = state.upload_gate.enter(req)?;
+        declared_fits(req, state, 0)?;
         let algo = digest.algorithm();
         let writer = blocking(&state.store, move |s| s.uploads.oneshot(algo)).await?;
-        let mut slot = Some(Arc::new(Mutex::new(Some(writer))).lock_owned().await);
+        let handle = Arc::new(Mutex::new(Some(writer)));
+        let mut slot = Some(SessionGuard::lock(handle).await);
         let (store, repo, d) = (state.store.clone(), name.clone(), digest.clone());
-        match stream_into(payload, &mut slot).await {
+        match stream_into(payload, &mut slot, &state.body).await {
             Ok(_) => {
                 on_writer(&mut slot, move |w| {
                     let w = w.take().ok_or(StorageError::UploadUnknown)?;
@@ -96,8 +100,11 @@ pub async fn start(
         }
         return Ok(created(req, &name, &digest));
     }
-    let repo = name.clone();
-    let id = blocking(&state.store, move |s| s.uploads.start(&s.meta, &repo)).await?;
+    let (repo, client, caps) = (name.clone(), client_ip(req).to_string(), state.session_caps);
+    let id = blocking(&state.store, move |s| {
+        s.uploads.start(&s.meta, &repo, &client, &caps)
+    })
+    .await?;
     Ok(in_progress(req, StatusCode::ACCEPTED, &name, &id, 0))
 }
 
@@ -130,10 +137,29 @@ pub(crate) fn content_range(req: &HttpRequest) -> ApiResult<Option<(u64, u64)>> 
     Ok(Some((a, b)))
 }
 
-/// Appends the request body to the session after checking `Content-Range`.
+/// A body whose declared length would take the blob past the limit gets 413 before a byte is
+/// read.
+fn declared_fits(req: &HttpRequest, state: &AppState, offset: u64) -> ApiResult<()> {
+    let Some(max) = state.body.blob_max else {
+        return Ok(());
+    };
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    match offset.checked_add(declared) {
+        Some(end) if end <= max => Ok(()),
+        _ => Err(blob_too_large(max)),
+    }
+}
+
+/// Appends the request body to the session after checking `Content-Range` and the size limit.
 async fn append_chunk(
     req: &HttpRequest,
     payload: &mut web::Payload,
+    state: &AppState,
     slot: &mut Option<SessionGuard>,
 ) -> ApiResult<()> {
     let offset = with_writer(slot, |w| Ok(w.offset()))?;
@@ -142,7 +168,8 @@ async fn append_chunk(
             return Err(StorageError::RangeInvalid { offset }.into());
         }
     }
-    stream_into(payload, &mut *slot).await?;
+    declared_fits(req, state, offset)?;
+    stream_into(payload, &mut *slot, &state.body).await?;
     Ok(())
 }
 
@@ -157,7 +184,7 @@ async fn lock_session(
         s.uploads.session(&s.meta, &repo, &sid)
     })
     .await?;
-    Ok(Some(handle.lock_owned().await))
+    Ok(Some(SessionGuard::lock(handle).await))
 }
 
 /// `PATCH /v2/<name>/blobs/uploads/<id>`: a streamed body or an in-order chunk.
@@ -168,8 +195,9 @@ pub async fn patch(
     name: RepoName,
     id: String,
 ) -> ApiResult<HttpResponse> {
+    let _place = state.upload_gate.enter(req)?;
     let mut slot = lock_session(state, &name, &id).await?;
-    append_chunk(req, payload, &mut slot).await?;
+    append_chunk(req, payload, state, &mut slot).await?;
     let offset = on_writer(&mut slot, |w| {
         let w = w.as_mut().ok_or(StorageError::UploadUnknown)?;
         w.sync().map(|_| w.offset())
@@ -195,8 +223,9 @@ pub async fn finish(
             "the digest query parameter is required",
         )
     })?;
+    let _place = state.upload_gate.enter(req)?;
     let mut slot = lock_session(state, &name, &id).await?;
-    append_chunk(req, payload, &mut slot).await?;
+    append_chunk(req, payload, state, &mut slot).await?;
     let (store, repo, d, sid) = (
         state.store.clone(),
         name.clone(),

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 5;
+const VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -165,8 +165,16 @@ CREATE TABLE blob_holds (
 ) WITHOUT ROWID;
 ";
 
+/// Version 6: upload sessions record the client that started them, and are counted by
+/// repository and by client, for the caps on open sessions.
+const V6: &str = "
+ALTER TABLE uploads ADD COLUMN client TEXT;
+CREATE INDEX uploads_repo ON uploads(repo);
+CREATE INDEX uploads_client ON uploads(client) WHERE client IS NOT NULL;
+";
+
 /// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; 5] = [V1, V2, V3, V4, V5];
+const STEPS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
 
 /// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
 /// the version inside its own write transaction, so two processes opening a fresh data directory

@@ -1,20 +1,31 @@
 //! Upload session rows, so a session survives a restart and abandoned ones can be found.
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
 
 use super::Metadata;
 use crate::registry::RepoName;
-use crate::storage::error::Result;
+use crate::storage::error::{Result, StorageError};
 use crate::storage::fsutil::now_secs;
+use crate::storage::uploads::SessionCaps;
 
 impl Metadata {
-    /// Records a new upload session for `repo`.
-    pub fn create_upload(&self, id: &str, repo: &RepoName) -> Result<()> {
+    /// Records a new upload session for `repo` started by `client`, unless a cap on open
+    /// sessions is reached: counted and inserted in one write transaction, so concurrent starts
+    /// cannot overshoot.
+    pub fn create_upload(
+        &self,
+        id: &str,
+        repo: &RepoName,
+        client: &str,
+        caps: &SessionCaps,
+    ) -> Result<()> {
         let now = now_secs();
         self.write(|tx| {
+            check_caps(tx, repo, client, caps)?;
             tx.execute(
-                "INSERT INTO uploads (id, repo, created, updated) VALUES (?1, ?2, ?3, ?3)",
-                params![id, repo.as_str(), now],
+                "INSERT INTO uploads (id, repo, created, updated, client)
+                 VALUES (?1, ?2, ?3, ?3, ?4)",
+                params![id, repo.as_str(), now, client],
             )?;
             Ok(())
         })
@@ -62,4 +73,39 @@ impl Metadata {
     pub fn all_uploads(&self) -> Result<Vec<String>> {
         self.idle_uploads(i64::MAX)
     }
+}
+
+/// Refuses a new session when the registry, the repository or the client has its fill.
+fn check_caps(tx: &Transaction, repo: &RepoName, client: &str, caps: &SessionCaps) -> Result<()> {
+    let count = |sql: &str, arg: Option<&str>| -> Result<u64> {
+        let n: i64 = match arg {
+            Some(a) => tx.query_row(sql, [a], |r| r.get(0))?,
+            None => tx.query_row(sql, [], |r| r.get(0))?,
+        };
+        Ok(n.max(0) as u64)
+    };
+    let full = |what: &str, cap: u64| {
+        Err(StorageError::TooManySessions(format!(
+            "too many open upload sessions {what} (at most {cap}); finish or cancel one, \
+             or retry later"
+        )))
+    };
+    if count("SELECT count(*) FROM uploads", None)? >= caps.total {
+        return full("in this registry", caps.total);
+    }
+    if count(
+        "SELECT count(*) FROM uploads WHERE repo = ?1",
+        Some(repo.as_str()),
+    )? >= caps.per_repository
+    {
+        return full("in this repository", caps.per_repository);
+    }
+    if count(
+        "SELECT count(*) FROM uploads WHERE client = ?1",
+        Some(client),
+    )? >= caps.per_client
+    {
+        return full("from this client", caps.per_client);
+    }
+    Ok(())
 }
