@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod limiter;
+pub mod pace;
 pub mod parent;
 pub mod policy;
 pub mod pulldown;

@@ -6,8 +6,9 @@
 //! A far link is kept full: the existence checks of a manifest and all its blobs go out
 //! together; two blobs are under way at a time, one chunk on the wire at a time, so one blob's
 //! bytes flow while the other waits for the answer to its chunk (the wait the protocol
-//! requires). Chunks take about two seconds at the rate seen (within the policy's chunk size),
-//! so a cut link costs little, and a blob's last chunk travels in its finishing `PUT`. A parent
+//! requires; `pace` times the turns to when a chunk has crossed the link, not to when a buffer
+//! took it). Chunks take about two seconds on the wire (within the policy's chunk size), so a
+//! cut link costs little, and a blob's last chunk travels in its finishing `PUT`. A parent
 //! that forgets an interrupted upload (distribution does) loses at most two blobs' progress. A
 //! manifest pushed for the tag that follows it in the outbox goes up once, by tag.
 //!
@@ -22,12 +23,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, StreamExt};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::audit::{self, Subject, SyncEvent};
 use super::error::SyncError;
 use super::local;
+use super::pace::Pacer;
 use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, UploadSession};
 use super::policy::SyncPolicy;
 use super::status::{DetailCode, Status};
@@ -43,12 +45,6 @@ const BATCH: usize = 100;
 const MAX_ATTEMPTS: u32 = 6;
 /// Blobs whose bytes are under way at once: one sending while the other awaits an answer.
 const IN_PROGRESS: usize = 2;
-/// About how long one upload chunk should take: a cut link costs about this much again.
-const CHUNK_TIME: Duration = Duration::from_secs(2);
-/// Smallest upload chunk (short of a blob's last).
-const MIN_CHUNK: u64 = 256 << 10;
-/// The first upload chunk of a pass, before the link's rate is known.
-const FIRST_CHUNK: u64 = 1 << 20;
 /// Deepest nesting followed when pushing (index → manifest).
 const MAX_DEPTH: u32 = 4;
 
@@ -62,12 +58,10 @@ pub struct Pusher {
     status: Arc<Status>,
     transfers: Arc<Transfers>,
     stop: Stop,
-    /// One chunk's bytes on the wire at a time (see the module documentation).
-    sending: Arc<Semaphore>,
+    /// One chunk's bytes on the wire at a time, sized and timed to the link (see `pace`).
+    pacer: Pacer,
     /// Turns of the blobs whose bytes are under way (`IN_PROGRESS`).
     in_progress: Arc<Semaphore>,
-    /// Upload bytes per second seen so far (0: not yet), for sizing chunks.
-    rate: Mutex<f64>,
     /// Manifests the parent is known to hold by digest (this pass): not asked about again.
     at_parent: Mutex<HashSet<String>>,
 }
@@ -99,9 +93,8 @@ impl Pusher {
             status,
             transfers,
             stop,
-            sending: Arc::new(Semaphore::new(1)),
+            pacer: Pacer::default(),
             in_progress: Arc::new(Semaphore::new(IN_PROGRESS)),
-            rate: Mutex::new(0.0),
             at_parent: Mutex::new(HashSet::new()),
         }
     }
@@ -458,7 +451,11 @@ impl Pusher {
                 Err(_) => continue,
             }
         }
-        Ok(Some(self.parent.start_upload(repo.as_str()).await?))
+        let asked = Instant::now();
+        let session = self.parent.start_upload(repo.as_str()).await?;
+        // A small request each way: its answer time bounds the link's round trip.
+        self.pacer.learn_round_trip(asked.elapsed());
+        Ok(Some(session))
     }
 
     /// Uploads a blob the parent lacks, resuming from the parent's offset after a failure.
@@ -543,47 +540,24 @@ impl Pusher {
     ) -> Result<(), SyncError> {
         loop {
             let left = size.saturating_sub(session.offset);
-            let len = self.chunk_len().min(left);
+            let len = self.pacer.chunk_len(self.policy.chunk_size).min(left);
             let last = len == left;
-            let slot = self.sending.clone().acquire_owned().await.ok();
-            let permits = [slot, if last { turn.take() } else { None }];
+            let last_byte = self.pacer.slot(len).await;
+            let permits = [if last { turn.take() } else { None }, None];
             let t = self.transfers.clone();
-            let body = file_body(path.to_owned(), session.offset, len, t, permits);
+            let body = file_body(path.to_owned(), session.offset, len, t, permits, last_byte);
             let started = Instant::now();
             if last {
                 let body = Some((body, len));
                 self.parent
                     .finish_upload(session, digest.as_str(), body)
                     .await?;
-                self.learn_rate(len, started.elapsed());
+                self.pacer.learn_chunk(len, started.elapsed());
                 return Ok(());
             }
             self.parent.upload_chunk(session, body, len).await?;
-            self.learn_rate(len, started.elapsed());
+            self.pacer.learn_chunk(len, started.elapsed());
             self.save(key, Some(session))?;
-        }
-    }
-
-    /// The next chunk's size: about `CHUNK_TIME` at the rate seen so far, within the policy's
-    /// chunk size (a cut link costs at most about one chunk per blob under way).
-    fn chunk_len(&self) -> u64 {
-        let most = self.policy.chunk_size.max(MIN_CHUNK);
-        let rate = self.rate.lock().map(|r| *r).unwrap_or(0.0);
-        if rate <= 0.0 {
-            return FIRST_CHUNK.min(most);
-        }
-        let fit = (rate * CHUNK_TIME.as_secs_f64()) as u64;
-        fit.clamp(MIN_CHUNK, most)
-    }
-
-    /// Folds the time one chunk took (sending and answer) into the rate estimate.
-    fn learn_rate(&self, len: u64, took: Duration) {
-        if len < MIN_CHUNK || took.is_zero() {
-            return; // too small to say anything about the link
-        }
-        let seen = len as f64 / took.as_secs_f64();
-        if let Ok(mut r) = self.rate.lock() {
-            *r = if *r <= 0.0 { seen } else { (*r + seen) / 2.0 };
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::transfer::Transfers;
 
@@ -24,16 +24,20 @@ struct State {
     /// Held until the last byte is handed to the connection (not until the parent answers), so
     /// the next bytes follow at once while this request waits for its answer.
     permits: [Option<OwnedSemaphorePermit>; 2],
+    /// Told when the last byte has been handed over; dropped unsent when reading failed.
+    last_byte: Option<oneshot::Sender<()>>,
 }
 
 /// `len` bytes of the file at `path` from `offset`, as a streaming request body; `permits` (the
-/// push-up's send slot and turn) are released once the last byte has been handed over.
+/// push-up's blob turn) are released and `last_byte` told once the last byte has been handed
+/// over.
 pub fn file_body(
     path: PathBuf,
     offset: u64,
     len: u64,
     transfers: Arc<Transfers>,
     permits: [Option<OwnedSemaphorePermit>; 2],
+    last_byte: Option<oneshot::Sender<()>>,
 ) -> reqwest::Body {
     let state = State {
         file: None,
@@ -42,6 +46,7 @@ pub fn file_body(
         left: len,
         transfers,
         permits,
+        last_byte,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if s.left == 0 {
@@ -57,12 +62,16 @@ pub fn file_body(
                 s.left -= want;
                 if s.left == 0 {
                     s.permits = [None, None];
+                    if let Some(tx) = s.last_byte.take() {
+                        let _ = tx.send(());
+                    }
                 }
                 Some((Ok(Bytes::from(buf)), s))
             }
             Err(e) => {
                 s.left = 0;
                 s.permits = [None, None];
+                s.last_byte = None;
                 Some((Err(e), s))
             }
         }
