@@ -11,6 +11,7 @@ pub mod netns;
 pub mod oci;
 pub mod pki;
 pub mod process;
+pub mod tmpfs;
 pub mod workload;
 
 use std::fs;
