@@ -300,11 +300,16 @@ fn client_builder(
         .map_err(|e| ParentError::Config(format!("HTTP client: {e}")))
 }
 
-/// Follows at most `REDIRECTS_MAX` redirects and none back to a URL already visited (a loop is
-/// an error at once, not `REDIRECTS_MAX` round trips). reqwest itself drops `Authorization` on
-/// a redirect to another host or port.
+/// Follows at most `REDIRECTS_MAX` redirects, none back to a URL already visited (a loop is
+/// an error at once, not `REDIRECTS_MAX` round trips) and none from https down to plain http
+/// (the bytes and any token would cross the network readable). reqwest itself drops
+/// `Authorization` on a redirect to another host or port.
 fn redirect_policy() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| {
+        if downgrades(attempt.previous(), attempt.url()) {
+            let to = clip(attempt.url().as_str());
+            return attempt.error(format!("redirect from https to plain http refused: {to}"));
+        }
         // `previous` holds the first URL too: its length is the number of hops so far.
         if attempt.previous().contains(attempt.url()) {
             let loop_at = clip(attempt.url().as_str());
@@ -315,6 +320,11 @@ fn redirect_policy() -> reqwest::redirect::Policy {
             attempt.follow()
         }
     })
+}
+
+/// Whether going to `next` leaves https for plain http somewhere along `previous`.
+pub(super) fn downgrades(previous: &[reqwest::Url], next: &reqwest::Url) -> bool {
+    next.scheme() == "http" && previous.iter().any(|u| u.scheme() == "https")
 }
 
 /// The media type of manifest bytes: `Content-Type` unless generic, else the JSON's.

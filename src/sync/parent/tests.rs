@@ -639,3 +639,15 @@ async fn a_tag_list_page_streaming_forever_is_cut_off() {
     let sent = *sent.lock().unwrap();
     assert!(sent < 2 * LISTING_MAX, "{sent} bytes were taken");
 }
+
+#[test]
+fn a_redirect_from_https_to_plain_http_is_refused() {
+    let u = |s: &str| reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{e}"));
+    let https = [u("https://parent.example/v2/a/blobs/x")];
+    assert!(super::request::downgrades(&https, &u("http://cdn.example/blob")));
+    assert!(!super::request::downgrades(&https, &u("https://cdn.example/blob")));
+    let plain = [u("http://parent.example/v2/a/blobs/x")];
+    assert!(!super::request::downgrades(&plain, &u("http://cdn.example/blob")));
+    let via = [u("https://parent.example/x"), u("https://cdn.example/y")];
+    assert!(super::request::downgrades(&via, &u("http://cdn.example/z")));
+}
