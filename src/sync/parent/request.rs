@@ -518,18 +518,48 @@ impl ListingBudget {
             }));
         };
         self.bytes -= body.len();
+        self.room_for_strings(&body)?;
         Ok(body)
+    }
+
+    /// Refuses a page holding more JSON strings than entries may still come, before it is
+    /// parsed: every entry has at least one string, and a 16 MiB page of one-letter names
+    /// would otherwise become millions of `String`s (~130 MB) before being counted.
+    pub(super) fn room_for_strings(&self, body: &[u8]) -> Result<(), ParentError> {
+        // The few strings a page has besides its entries (`name`, `tags`, `manifests`, ...).
+        const FRAME: usize = 16;
+        if json_strings(body) > self.entries.saturating_add(FRAME) {
+            return Err(self.too_many());
+        }
+        Ok(())
+    }
+
+    fn too_many(&self) -> ParentError {
+        ParentError::Protocol(format!(
+            "{} has more than {} entries",
+            clip(&self.what),
+            self.limits.1
+        ))
     }
 
     /// Counts `n` more entries; an error once there are more than the limit.
     pub(super) fn take(&mut self, n: usize) -> Result<(), ParentError> {
-        self.entries = self.entries.checked_sub(n).ok_or_else(|| {
-            ParentError::Protocol(format!(
-                "{} has more than {} entries",
-                clip(&self.what),
-                self.limits.1
-            ))
-        })?;
+        self.entries = self.entries.checked_sub(n).ok_or_else(|| self.too_many())?;
         Ok(())
     }
+}
+
+/// How many JSON strings `body` holds, counting unescaped quotes (an escaped backslash before
+/// a quote is rare enough to over-count harmlessly: the bound is only ever reached by abuse).
+pub(super) fn json_strings(body: &[u8]) -> usize {
+    let mut quotes = 0;
+    let mut escaped = false;
+    for &b in body {
+        match b {
+            b'\\' => escaped = !escaped,
+            b'"' if !escaped => quotes += 1,
+            _ => escaped = false,
+        }
+    }
+    quotes / 2
 }

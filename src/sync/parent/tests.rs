@@ -651,3 +651,19 @@ fn a_redirect_from_https_to_plain_http_is_refused() {
     let via = [u("https://parent.example/x"), u("https://cdn.example/y")];
     assert!(super::request::downgrades(&via, &u("http://cdn.example/z")));
 }
+
+#[test]
+fn a_page_with_more_strings_than_entries_left_is_refused_before_parsing() {
+    use super::request::{json_strings, ListingBudget};
+    assert_eq!(json_strings(br#"{"name":"a","tags":["x","y\"z"]}"#), 5);
+    assert_eq!(json_strings(br#"["a\\","b"]"#), 2);
+    let budget = ListingBudget::new("tag list of a".into(), 1 << 30, 1000);
+    let mut page = String::from(r#"{"name":"a","tags":["#);
+    page.push_str(&vec!["\"t\""; 1000].join(","));
+    page.push_str("]}");
+    assert!(budget.room_for_strings(page.as_bytes()).is_ok());
+    // Four million one-letter names in one 16 MiB page: refused without a String made.
+    let huge = format!(r#"{{"name":"a","tags":[{}]}}"#, vec!["\"t\""; 4_000_000].join(","));
+    let e = budget.room_for_strings(huge.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("more than 1000 entries"), "{e}");
+}
