@@ -242,8 +242,8 @@ fn thousands_of_idle_upload_sessions_hold_no_descriptors_and_meet_their_caps() {
 #[test]
 fn slow_and_greedy_clients_get_protocol_errors_and_do_not_stop_a_pull() {
     let reg = registry_with(
-        "connections = 40\nconnections_per_client = 20\nuploads_per_client = 2\n\
-         header_timeout = \"2s\"\nbody_timeout = \"2s\"\nkeep_alive = \"5s\"\n\
+        "connections = 40\nconnections_per_client = 20\nuploads = 3\nuploads_per_client = 2\n\
+         header_timeout = \"2s\"\nbody_timeout = \"2s\"\nkeep_alive = \"2s\"\n\
          blob_size = 8388608\n",
     );
     let base = reg.url();
@@ -316,6 +316,7 @@ fn slow_and_greedy_clients_get_protocol_errors_and_do_not_stop_a_pull() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ok.status(), 200);
 
+    idle_keep_alive_connections_close(port);
     slow_body_times_out_and_keeps_the_session(&base, port);
     greedy_uploads_meet_their_cap(&base, port);
     endless_bodies_are_refused(&base, port);
@@ -362,30 +363,63 @@ fn slow_body_times_out_and_keeps_the_session(base: &str, port: u16) {
     );
 }
 
-/// A client sending more uploads at once than its cap gets 429 for the extra one.
+/// An idle keep-alive connection is closed after the keep-alive time.
+fn idle_keep_alive_connections_close(port: u16) {
+    let mut s = connect_from([127, 0, 0, 8], port);
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap_or_else(|e| panic!("{e}"));
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let rest = read_answer(&mut s);
+    assert!(rest.is_empty(), "{rest:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
+}
+
+/// Holds an upload in progress from `local`: a chunk that has sent 3 of its 100 bytes.
+fn held_upload(c: &Client, base: &str, local: [u8; 4], port: u16) -> TcpStream {
+    let path = session_path(c, base, "greedy/app");
+    let mut s = connect_from(local, port);
+    write!(
+        s,
+        "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+/// A client sending more uploads at once than its cap gets 429 for the extra one, and so does
+/// anyone once the uploads in progress reach the cap over all clients.
 fn greedy_uploads_meet_their_cap(base: &str, port: u16) {
     let c = client_from([127, 0, 0, 5]);
     let mut held: Vec<TcpStream> = (0..2)
-        .map(|_| {
-            let path = session_path(&c, base, "greedy/app");
-            let mut s = connect_from([127, 0, 0, 5], port);
-            write!(
-                s,
-                "PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc"
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            s
-        })
+        .map(|_| held_upload(&c, base, [127, 0, 0, 5], port))
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let path = session_path(&c, base, "greedy/app");
-    let r = c
-        .patch(format!("{base}{path}"))
-        .body(b"abc".to_vec())
-        .send()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_too_many(r, "uploads in progress from this client");
+    let patch = |c: &Client| {
+        let path = session_path(c, base, "greedy/app");
+        c.patch(format!("{base}{path}"))
+            .body(b"abc".to_vec())
+            .send()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_too_many(patch(&c), "uploads in progress from this client");
+    let other = client_from([127, 0, 0, 9]);
+    held.push(held_upload(&other, base, [127, 0, 0, 9], port));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_too_many(
+        patch(&client_from([127, 0, 0, 10])),
+        "uploads in progress in all",
+    );
     held.clear();
+    // Places come back when the stalled chunks end (408 after the body timeout).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(patch(&other).status(), 202);
 }
 
 /// Bodies that never end meet 413 (a manifest, a blob past the size limit, a token form) and

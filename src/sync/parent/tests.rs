@@ -644,10 +644,19 @@ async fn a_tag_list_page_streaming_forever_is_cut_off() {
 fn a_redirect_from_https_to_plain_http_is_refused() {
     let u = |s: &str| reqwest::Url::parse(s).unwrap_or_else(|e| panic!("{e}"));
     let https = [u("https://parent.example/v2/a/blobs/x")];
-    assert!(super::request::downgrades(&https, &u("http://cdn.example/blob")));
-    assert!(!super::request::downgrades(&https, &u("https://cdn.example/blob")));
+    assert!(super::request::downgrades(
+        &https,
+        &u("http://cdn.example/blob")
+    ));
+    assert!(!super::request::downgrades(
+        &https,
+        &u("https://cdn.example/blob")
+    ));
     let plain = [u("http://parent.example/v2/a/blobs/x")];
-    assert!(!super::request::downgrades(&plain, &u("http://cdn.example/blob")));
+    assert!(!super::request::downgrades(
+        &plain,
+        &u("http://cdn.example/blob")
+    ));
     let via = [u("https://parent.example/x"), u("https://cdn.example/y")];
     assert!(super::request::downgrades(&via, &u("http://cdn.example/z")));
 }
@@ -663,7 +672,10 @@ fn a_page_with_more_strings_than_entries_left_is_refused_before_parsing() {
     page.push_str("]}");
     assert!(budget.room_for_strings(page.as_bytes()).is_ok());
     // Four million one-letter names in one 16 MiB page: refused without a String made.
-    let huge = format!(r#"{{"name":"a","tags":[{}]}}"#, vec!["\"t\""; 4_000_000].join(","));
+    let huge = format!(
+        r#"{{"name":"a","tags":[{}]}}"#,
+        vec!["\"t\""; 4_000_000].join(",")
+    );
     let e = budget.room_for_strings(huge.as_bytes()).unwrap_err();
     assert!(e.to_string().contains("more than 1000 entries"), "{e}");
 }
