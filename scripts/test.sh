@@ -32,6 +32,10 @@ echo "==> image binaries (scripts/build-images.sh --profile $IMAGES_PROFILE --no
 scripts/build-images.sh --profile "$IMAGES_PROFILE" --no-docker
 echo "==> cargo test"
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+# Every fuzz target for a bounded time from its seeds (about 4.5 minutes on 2 cores: the build,
+# then 16 targets two at a time); fails on a crash, or without the nightly toolchain.
+echo "==> fuzzing (scripts/fuzz.sh ${FUZZ_SECONDS:-20})"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 echo "==> benchmark smoke run (no timings checked)"
 cargo test --locked --bench registry -- --smoke
 echo "==> all tests passed"

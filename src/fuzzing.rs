@@ -6,6 +6,7 @@
 //! first on the first line, so the seeds stay readable text.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use actix_web::http::header::HeaderValue;
 use base64::Engine;
@@ -16,12 +17,16 @@ use crate::api::route;
 use crate::api::v2::{blobs, listing, uploads};
 use crate::auth::scope;
 use crate::config::connection::ConnectionString;
+use crate::edge::twin::config::DesiredConfig;
 use crate::edge::twin::desired::{topic_param, Desired, Step};
 use crate::hierarchy::wire::{ExchangeRequest, ExchangeResponse};
 use crate::registry::manifest::{self, Descriptor};
 use crate::registry::{Digest, Reference, RepoName, Tag};
 use crate::sync::parent::auth::{parse_challenges, parse_token, realm_of};
-use crate::sync::policy::{parse_bandwidth, SyncPolicy};
+use crate::sync::parent::tag_list::{after, parse_page, valid_entry};
+use crate::sync::parent::ParentClient;
+use crate::sync::policy::hub::Flags;
+use crate::sync::policy::{parse_bandwidth, FilePolicy, PolicyHub, SyncPolicy};
 
 /// Splits at the first newline: (first line, rest); no newline gives an empty first line.
 fn split_line(data: &[u8]) -> (&[u8], &[u8]) {
@@ -203,6 +208,90 @@ pub fn sync_policy(data: &[u8]) {
     let _ = parse_bandwidth(&s);
 }
 
+/// The policy's other sources: the module twin's desired properties (first line, JSON) laid over
+/// a policy file (the rest). A file's policy re-validates from its document (what the hub does
+/// when a twin is laid over it), and a twin the hub refuses changes nothing.
+pub fn policy_layers(data: &[u8]) {
+    let (first, rest) = split_line(data);
+    let file = match FilePolicy::parse(&text(rest), Path::new("fuzz-policy.toml")) {
+        Ok(file) => {
+            let again = SyncPolicy::from_table(&file.doc, "fuzz document");
+            assert_eq!(again.as_ref().ok(), Some(&file.policy), "{again:?}");
+            file
+        }
+        Err(_) => FilePolicy::default(),
+    };
+    let Ok(serde_json::Value::Object(doc)) = serde_json::from_slice(first) else {
+        return;
+    };
+    let Ok(desired) = DesiredConfig::parse(&doc) else {
+        return;
+    };
+    let hub = PolicyHub::new(file.clone(), Flags::default());
+    if hub.set_twin(Some(desired.policy)).is_err() {
+        assert_eq!(
+            *hub.current(),
+            file.policy,
+            "a refused twin changed the policy"
+        );
+    }
+    // Without the twin, the file's policy is back in force.
+    assert!(hub.set_twin(None).is_ok());
+    assert_eq!(*hub.current(), file.policy);
+}
+
+/// The parent these fuzz inputs come from; `None` if the client cannot be built at all.
+fn acr_parent() -> Option<&'static ParentClient> {
+    static PARENT: OnceLock<Option<ParentClient>> = OnceLock::new();
+    PARENT
+        .get_or_init(|| ParentClient::new("parent.example:8443", "https", "u", "p", None).ok())
+        .as_ref()
+}
+
+/// A page of ACR's `_tags` listing as the child reads it: a `Link` header (first line) and the
+/// body (the rest). A next page stays on the parent's origin; listed entries kept are valid tags
+/// and digests as written; the position after the last name re-reads as that name.
+pub fn acr_tags(data: &[u8]) {
+    let Some(parent) = acr_parent() else {
+        return;
+    };
+    let origin = reqwest::Url::parse(parent.base_url()).map(|u| u.origin());
+    let base = format!("{}/acr/v1/team/app/_tags", parent.base_url());
+    let current = format!("{base}?n=1000");
+    let (first, body) = split_line(data);
+    if let Ok(link) = reqwest::header::HeaderValue::from_bytes(first) {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(reqwest::header::LINK, link);
+        if let Ok(Some(next)) = parent.next_link(&current, &headers) {
+            let url = reqwest::Url::parse(&next);
+            assert_eq!(url.map(|u| u.origin()).ok(), origin.clone().ok(), "{next}");
+        }
+    }
+    let Some(entries) = parse_page(body) else {
+        return;
+    };
+    for e in &entries {
+        if let Some((tag, digest)) = valid_entry("team/app", e) {
+            assert_eq!(e["name"].as_str(), Some(tag.as_str()));
+            assert_eq!(Tag::parse(&tag).ok().map(|t| t.to_string()), Some(tag));
+            let d = digest.parse::<Digest>().ok();
+            assert_eq!(d.map(|d| d.to_string()), Some(digest));
+        }
+    }
+    let Some(last) = entries.last().and_then(|e| e["name"].as_str()) else {
+        return;
+    };
+    if let Ok(next) = after(&base, last).map(|u| reqwest::Url::parse(&u)) {
+        let next = next.unwrap_or_else(|e| panic!("position after {last:?}: {e}"));
+        assert_eq!(Ok(next.origin()), origin);
+        let read = next
+            .query_pairs()
+            .find(|(k, _)| k == "last")
+            .map(|(_, v)| v);
+        assert_eq!(read.as_deref(), Some(last));
+    }
+}
+
 /// Module twin JSON: a topic (first line) and a body read as a whole twin, then as a patch.
 pub fn twin(data: &[u8]) {
     let (first, body) = split_line(data);
@@ -262,6 +351,8 @@ mod tests {
         ("sync_policy", super::sync_policy),
         ("twin", super::twin),
         ("wire", super::wire),
+        ("policy_layers", super::policy_layers),
+        ("acr_tags", super::acr_tags),
     ];
 
     fn fuzz_dir() -> PathBuf {

@@ -11,7 +11,7 @@ mod error;
 mod push;
 mod request;
 mod summary;
-mod tag_list;
+pub(crate) mod tag_list;
 #[cfg(test)]
 mod tests;
 

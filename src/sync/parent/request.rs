@@ -232,7 +232,7 @@ impl ParentClient {
     }
 
     /// The absolute `rel="next"` URL of a listing page; only on the parent's own origin.
-    pub(super) fn next_link(
+    pub(crate) fn next_link(
         &self,
         current: &str,
         headers: &HeaderMap,

@@ -146,7 +146,7 @@ pub(super) fn listing_scope(repo: &str) -> Vec<String> {
 }
 
 /// The `tags` entries of a listing; `None` when the body is not one (a listing names its image).
-fn parse_page(body: &[u8]) -> Option<Vec<Value>> {
+pub(crate) fn parse_page(body: &[u8]) -> Option<Vec<Value>> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let tags = v.get("tags");
     if v.get("imageName").is_none() && tags.is_none() {
@@ -166,7 +166,7 @@ fn error_code(body: &[u8]) -> Option<String> {
 }
 
 /// `(tag, digest)` of an entry whose name is a tag and whose digest parses; others are skipped.
-fn valid_entry(repo: &str, e: &Value) -> Option<(String, String)> {
+pub(crate) fn valid_entry(repo: &str, e: &Value) -> Option<(String, String)> {
     let (name, digest) = (e["name"].as_str(), e["digest"].as_str());
     let tag = name.and_then(|n| Tag::parse(n).ok());
     let digest = digest.and_then(|d| d.parse::<Digest>().ok());
@@ -180,7 +180,7 @@ fn valid_entry(repo: &str, e: &Value) -> Option<(String, String)> {
 }
 
 /// The listing URL after `last` (query-encoded: an invalid name is still a valid position).
-fn after(base: &str, last: &str) -> Result<String, ParentError> {
+pub(crate) fn after(base: &str, last: &str) -> Result<String, ParentError> {
     let n = PAGE.to_string();
     Url::parse_with_params(base, [("n", n.as_str()), ("last", last)])
         .map(String::from)
