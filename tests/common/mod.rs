@@ -61,6 +61,21 @@ pub fn client_as(user: &str, password: &str) -> reqwest::blocking::Client {
         .unwrap_or_else(|e| panic!("client: {e}"))
 }
 
+/// Sorted tags of `repo` at `base`, all in one page (empty when unknown or unreachable).
+pub fn tags(base: &str, repo: &str) -> Vec<String> {
+    let url = format!("{base}/v2/{repo}/tags/list?n=100000");
+    let Ok(r) = http().get(&url).send() else {
+        return Vec::new();
+    };
+    if !r.status().is_success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = r.json().unwrap_or_default();
+    let mut t: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap_or_default();
+    t.sort();
+    t
+}
+
 /// A running `connected-registry serve` with its own data directory.
 pub struct Registry {
     child: Option<Child>,
@@ -180,41 +195,73 @@ impl Registry {
         self.stop_hard();
         for _attempt in 0..5 {
             self.port = free_port();
-            let log = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .unwrap_or_else(|e| panic!("log file: {e}"));
-            let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-            let mut cmd = Command::new(BIN);
-            cmd.arg("serve")
-                .arg("--listen")
-                .arg(self.host())
-                .arg("--data-dir")
-                .arg(&self.data);
-            if self.clean_env {
-                // Nothing but `env`: the log level is the registry's own default (Information)
-                // unless a configuration source sets it.
-                cmd.env_clear();
-            } else {
-                cmd.arg("--log-level").arg("Information");
-            }
-            let child = cmd
-                .args(&self.args)
-                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-            self.child = Some(child);
-            if self.wait_ready(Duration::from_secs(30)) {
+            if self.spawn() {
                 return;
             }
-            self.stop_hard();
         }
         panic!("registry did not start; log:\n{}", self.log());
+    }
+
+    /// Restarts on the same port (a fault proxy or a child points at it), retrying while the
+    /// old socket is still being released, for at most a minute.
+    pub fn restart_same_port(&mut self) {
+        self.stop_hard();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = self.log();
+        let tail = &log[log.len().saturating_sub(4000)..];
+        panic!(
+            "the registry did not come back on port {}; log:\n{tail}",
+            self.port
+        );
+    }
+
+    /// Its loopback address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Starts the process on `self.port`; true once it answers health checks.
+    fn spawn(&mut self) -> bool {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let err = log.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(self.host())
+            .arg("--data-dir")
+            .arg(&self.data);
+        if self.clean_env {
+            // Nothing but `env`: the log level is the registry's own default (Information)
+            // unless a configuration source sets it.
+            cmd.env_clear();
+        } else {
+            cmd.arg("--log-level").arg("Information");
+        }
+        let child = cmd
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        self.child = Some(child);
+        if self.wait_ready(Duration::from_secs(30)) {
+            return true;
+        }
+        self.stop_hard();
+        false
     }
 
     fn wait_ready(&mut self, limit: Duration) -> bool {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 
 use crate::common::faultproxy::FaultProxy;
-use crate::common::{self, oci};
-use crate::support::{self, check_image, tag_digests, FixedRegistry};
+use crate::common::{self, oci, Registry};
+use crate::support::{self, check_image, tag_digests};
 
 /// Repositories synced both ways.
 const REPOS: [&str; 3] = ["link/a", "link/b", "link/c"];
@@ -58,12 +58,7 @@ struct Faults {
 }
 
 /// One fault cycle at a random moment: a link cut of some kind, and half the time a parent kill.
-fn cycle(
-    proxy: &FaultProxy,
-    parent: &mut FixedRegistry,
-    rng: &mut rand::rngs::StdRng,
-    f: &mut Faults,
-) {
+fn cycle(proxy: &FaultProxy, parent: &mut Registry, rng: &mut rand::rngs::StdRng, f: &mut Faults) {
     std::thread::sleep(Duration::from_millis(rng.random_range(100..1500)));
     if rng.random_bool(0.5) {
         f.downs += 1;
@@ -82,7 +77,7 @@ fn cycle(
         f.parent_kills += 1;
         parent.stop_hard();
         std::thread::sleep(Duration::from_millis(rng.random_range(0..800)));
-        parent.restart();
+        parent.restart_same_port();
     }
     proxy.set_down(false);
     proxy.set_cut_every_up(None);
@@ -96,7 +91,7 @@ fn link_cuts_and_parent_restarts_during_a_read_write_sync() {
     let (mut rng, seed) = support::rng("link");
     let cuts = support::knob("SOAK_CUTS", 100);
     let limit = support::time_limit();
-    let mut parent = FixedRegistry::start();
+    let mut parent = Registry::start();
     let proxy = FaultProxy::start(parent.addr());
     let reg = support::child(&proxy.host(), &support::rw_config(&REPOS, ""));
     let exp = Arc::new(Mutex::new(Expected::new()));

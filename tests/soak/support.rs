@@ -1,15 +1,13 @@
 //! What the soaks share: their knobs from the environment, a seeded RNG, a child registry of a
-//! parent, a parent that restarts on the same port, and byte-checked reads.
+//! parent, and byte-checked reads.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::common::{self, oci, Registry, BIN};
+use crate::common::{self, oci, Registry};
 
 /// A number from the environment, or `default` when unset; a malformed value fails the soak.
 pub fn knob(name: &str, default: u64) -> u64 {
@@ -89,20 +87,7 @@ pub fn sync_now(reg: &Registry) {
         .send();
 }
 
-/// Sorted tags of `repo` at `base` (empty when unknown or unreachable).
-pub fn tags(base: &str, repo: &str) -> Vec<String> {
-    let url = format!("{base}/v2/{repo}/tags/list?n=100000");
-    let Ok(r) = common::http().get(&url).send() else {
-        return Vec::new();
-    };
-    if !r.status().is_success() {
-        return Vec::new();
-    }
-    let v: Value = r.json().unwrap_or_default();
-    let mut t: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap_or_default();
-    t.sort();
-    t
-}
+pub use common::tags;
 
 /// Accept header naming every manifest type the soaks push.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
@@ -232,118 +217,4 @@ pub fn converge(reg: &Registry, limit: Duration, mut cond: impl FnMut() -> bool)
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A registry (no authentication) that always comes back on the same port, so a proxy or a
-/// child keeps its address across `kill -9` and restarts.
-pub struct FixedRegistry {
-    child: Option<Child>,
-    /// Loopback port it listens on.
-    pub port: u16,
-    /// Its data directory.
-    pub data: PathBuf,
-    log: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl FixedRegistry {
-    /// Starts on a free port and a fresh data directory.
-    pub fn start() -> Self {
-        let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let mut r = FixedRegistry {
-            child: None,
-            port: common::free_port(),
-            data: tmp.path().join("data"),
-            log: tmp.path().join("server.log"),
-            _tmp: tmp,
-        };
-        r.restart();
-        r
-    }
-
-    /// Base URL.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Its address.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    /// Everything it logged.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL and reap.
-    pub fn stop_hard(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// (Re)starts on the same port; retries while the port is still being released (bounded).
-    pub fn restart(&mut self) {
-        self.stop_hard();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.log)
-                .unwrap_or_else(|e| panic!("log: {e}"));
-            let err = log.try_clone().unwrap_or_else(|e| panic!("log: {e}"));
-            let child = Command::new(BIN)
-                .args(["serve", "--insecure-no-auth", "--log-level", "Information"])
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{}", self.port))
-                .arg("--data-dir")
-                .arg(&self.data)
-                .env_remove("RUST_LOG")
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-            self.child = Some(child);
-            if self.wait_ready(Duration::from_secs(20)) {
-                return;
-            }
-            self.stop_hard();
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "the parent did not come back on port {}; log:\n{}",
-            self.port,
-            tail(&self.log(), 40)
-        );
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let client = common::http();
-        let url = format!("{}/acr/v1/_health", self.url());
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                return false;
-            }
-            if client
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for FixedRegistry {
-    fn drop(&mut self) {
-        self.stop_hard();
-    }
 }

@@ -183,20 +183,7 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Tags of `repo` at a registry (empty when the repository is unknown).
-pub fn tags(base: &str, repo: &str) -> Vec<String> {
-    let url = format!("{base}/v2/{repo}/tags/list");
-    let Ok(r) = common::http().get(&url).send() else {
-        return Vec::new();
-    };
-    if !r.status().is_success() {
-        return Vec::new();
-    }
-    let v: Value = r.json().unwrap_or_default();
-    let mut t: Vec<String> = serde_json::from_value(v["tags"].clone()).unwrap_or_default();
-    t.sort();
-    t
-}
+pub use common::tags;
 
 /// Status code and `Docker-Content-Digest` of `GET /v2/<repo>/manifests/<reference>`.
 pub fn manifest_digest(base: &str, repo: &str, reference: &str) -> (u16, String) {
