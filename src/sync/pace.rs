@@ -24,6 +24,14 @@ const FIRST_CHUNK: u64 = 1 << 20;
 /// tail of this one.
 const HANDOFF: f64 = 0.85;
 
+/// One chunk's hold on the send slot, ended by its signals (see `Pacer::slot`).
+pub struct Turn {
+    /// Told when the body's last byte has been handed over.
+    pub last_byte: oneshot::Sender<()>,
+    /// Dropped when the chunk's request is over.
+    pub answered: oneshot::Sender<()>,
+}
+
 /// What the pacer has learnt about the link, and the one send slot.
 pub struct Pacer {
     sending: Arc<Semaphore>,
@@ -55,17 +63,23 @@ impl Pacer {
         fit.clamp(MIN_CHUNK, most)
     }
 
-    /// Waits for the send slot for a chunk of `len` bytes. The returned sender goes into the
-    /// chunk's body, which signals its last byte; the slot is freed at that signal or once the
-    /// chunk has had time to cross the link, whichever is later (at once if the body fails).
-    pub async fn slot(&self, len: u64) -> Option<oneshot::Sender<()>> {
+    /// Waits for the send slot for a chunk of `len` bytes. The turn's `last_byte` goes into
+    /// the chunk's body, which signals its last byte; its `answered` is dropped when the chunk's
+    /// request is over. The slot is freed once the last byte is out and most of the chunk has
+    /// had time to cross the link (`HANDOFF`), or at the answer if that comes first (the rate
+    /// seen may be stale, after a cut link), and at once if the body fails.
+    pub async fn slot(&self, len: u64) -> Option<Turn> {
         let permit = self.sending.clone().acquire_owned().await.ok()?;
         let rate = self.rate();
         let until = (rate > 0.0)
             .then(|| Instant::now() + Duration::from_secs_f64(HANDOFF * len as f64 / rate));
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(hold(permit, rx, until));
-        Some(tx)
+        let (last_byte, sent) = oneshot::channel();
+        let (answered, over) = oneshot::channel();
+        tokio::spawn(hold(permit, sent, over, until));
+        Some(Turn {
+            last_byte,
+            answered,
+        })
     }
 
     /// Folds the time a small request took (a few hundred bytes each way) into the round trip.
@@ -96,16 +110,20 @@ impl Pacer {
     }
 }
 
-/// Holds the send slot until the body's last byte and then until `until`; a body that failed
-/// (its sender dropped unsent) frees it at once.
+/// Holds the send slot until the body's last byte and then until `until` or the answer; a
+/// body that failed (its sender dropped unsent) frees it at once.
 async fn hold(
     permit: OwnedSemaphorePermit,
-    last_byte: oneshot::Receiver<()>,
+    sent: oneshot::Receiver<()>,
+    over: oneshot::Receiver<()>,
     until: Option<Instant>,
 ) {
-    if last_byte.await.is_ok() {
+    if sent.await.is_ok() {
         if let Some(t) = until {
-            tokio::time::sleep_until(t).await;
+            tokio::select! {
+                _ = tokio::time::sleep_until(t) => {}
+                _ = over => {}
+            }
         }
     }
     drop(permit);
@@ -138,9 +156,11 @@ mod tests {
         let p = Pacer::default();
         p.learn_chunk(1_000_000, Duration::from_millis(100)); // 10 MB/s
         let t0 = Instant::now();
-        if let Some(tx) = p.slot(2_000_000).await {
-            let _ = tx.send(()); // the last byte went at once
-        }
+        let first = p.slot(2_000_000).await;
+        let _answer_pending = first.map(|t| {
+            let _ = t.last_byte.send(()); // the last byte went at once
+            t.answered
+        });
         let second = p.slot(1_000_000).await;
         // 2 MB at 10 MB/s: 200 ms on the wire, handed on at 170 ms.
         assert!(
@@ -150,11 +170,26 @@ mod tests {
         );
         drop(second); // a failed body
         let t1 = Instant::now();
-        let _third = p.slot(1_000_000).await;
+        let third = p.slot(1_000_000).await;
         assert!(
             t1.elapsed() < Duration::from_millis(100),
             "{:?}",
             t1.elapsed()
         );
+        drop(third);
+    }
+
+    /// A stale rate (a chunk that spanned a cut link) cannot hold the slot past the answer.
+    #[tokio::test]
+    async fn the_answer_frees_the_slot_whatever_the_rate_says() {
+        let p = Pacer::default();
+        p.learn_chunk(1_000_000, Duration::from_secs(100)); // 10 kB/s: a 1 MB chunk "takes" 85 s
+        let t0 = Instant::now();
+        if let Some(t) = p.slot(1_000_000).await {
+            let _ = t.last_byte.send(());
+            drop(t.answered); // the parent answered
+        }
+        let _next = p.slot(1_000_000).await;
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
     }
 }

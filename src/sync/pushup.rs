@@ -542,7 +542,11 @@ impl Pusher {
             let left = size.saturating_sub(session.offset);
             let len = self.pacer.chunk_len(self.policy.chunk_size).min(left);
             let last = len == left;
-            let last_byte = self.pacer.slot(len).await;
+            // `_answered` lives until this chunk's request is over (see `Pacer::slot`).
+            let (last_byte, _answered) = match self.pacer.slot(len).await {
+                Some(t) => (Some(t.last_byte), Some(t.answered)),
+                None => (None, None),
+            };
             let permits = [if last { turn.take() } else { None }, None];
             let t = self.transfers.clone();
             let body = file_body(path.to_owned(), session.offset, len, t, permits, last_byte);
