@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod deploy;
 pub mod edge;
 /// Entry points for the fuzz targets in `fuzz/` and their seed tests (not an API).
 #[doc(hidden)]

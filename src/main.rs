@@ -63,6 +63,8 @@ enum Command {
     /// Azure IoT Edge deployment: print a filled deployment manifest (`iot-edge manifest`).
     #[command(name = "iot-edge", subcommand)]
     IotEdge(cli::edge::EdgeCmd),
+    /// Kubernetes nodes: keep containerd's hosts.toml for this registry (the DaemonSet's command).
+    TrustDistribution(cli::trust::TrustArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,5 +79,6 @@ fn main() -> ExitCode {
         Command::Gc(cmd) => cli::gc::run(cmd),
         Command::Health(args) => cli::health::run(args),
         Command::IotEdge(cmd) => cli::edge::run(cmd),
+        Command::TrustDistribution(args) => cli::trust::run(args),
     }
 }

@@ -7,6 +7,7 @@ pub mod health;
 pub mod hierarchy;
 pub mod serve;
 pub mod sync;
+pub mod trust;
 
 /// Startup and command errors are one clear line on stderr and a non-zero exit.
 pub fn fail(msg: &str) -> std::process::ExitCode {
