@@ -52,3 +52,24 @@ ensure_binfmt() {
   update-binfmts --enable "$name"
   grep -qx enabled "$dir/$name"
 }
+
+# `ensure_pip_packages NAME==VERSION…`: Python tools the tests drive (kubernetes-validate: the
+# Kubernetes API schemas, offline, for tests/kubernetes.rs), installed at the pinned version with
+# python3's pip when run as root; otherwise named, and the run fails.
+ensure_pip_packages() {
+  local missing=() spec have
+  for spec in "$@"; do
+    have=$(python3 -m pip show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+    [[ $have == "${spec#*==}" ]] || missing+=("$spec")
+  done
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Python packages: ${missing[*]}" >&2
+    echo "run as root (sudo $0) to install them, or pip3 install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "==> pip install: ${missing[*]}"
+  # Debian's own python3 refuses a system-wide pip install (PEP 668) without the override.
+  python3 -m pip install --quiet "${missing[@]}" ||
+    python3 -m pip install --quiet --break-system-packages "${missing[@]}"
+}

@@ -8,12 +8,16 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   ca-certificates curl jq iproute2 mount uidmap
   skopeo podman docker.io containerd docker-registry nginx prometheus
-  qemu-user-static binfmt-support
+  qemu-user-static binfmt-support kubectl
 )
 
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
 ensure_packages "${PACKAGES[@]}"
+# tests/kubernetes.rs: the offline Kubernetes API schemas. (kubectl above is the `kubectl`
+# package these machines carry, with kustomize v5; Debian 12's kubernetes-client 1.20 bundles a
+# kustomize too old for the manifests.)
+ensure_pip_packages kubernetes-validate==1.37.0
 
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
