@@ -420,6 +420,14 @@ fn a_renewed_ca_is_rewritten() {
     eprintln!("renewed CA copied after {:?}", t0.elapsed());
     assert!(read(&certs.join(host).join("hosts.toml")).contains("ca = \"ca.crt\""));
 
+    // A node agent that empties the directory (k3s does at each start) is undone at the next
+    // poll.
+    fs::remove_dir_all(certs.join(host)).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&run, "the files written again", NOTICE, || {
+        fs::read_to_string(certs.join(host).join("hosts.toml")).is_ok_and(|t| t.starts_with(MARKER))
+            && fs::read_to_string(&copy).is_ok_and(|c| c.ends_with(&renewed))
+    });
+
     fs::remove_file(&ca_path).unwrap_or_else(|e| panic!("{e}"));
     wait_for(&run, "a warning about the missing CA", NOTICE, || {
         run.log().contains("warning")
