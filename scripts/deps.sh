@@ -59,7 +59,8 @@ ensure_binfmt() {
 ensure_pip_packages() {
   local missing=() spec have
   for spec in "$@"; do
-    have=$(python3 -m pip show "${spec%%==*}" 2>/dev/null | sed -n 's/^Version: //p')
+    # `pip show` fails for a package not installed: that is an answer here, not an error.
+    have=$({ python3 -m pip show "${spec%%==*}" 2>/dev/null || true; } | sed -n 's/^Version: //p')
     [[ $have == "${spec#*==}" ]] || missing+=("$spec")
   done
   ((${#missing[@]})) || return 0
