@@ -300,7 +300,7 @@ async fn clean_uploads(store: Arc<Store>, max_age: Duration) {
         tick.tick().await;
         let s = store.clone();
         let secs = max_age.as_secs();
-        match tokio::task::spawn_blocking(move || s.uploads.expire(&s.meta, secs)).await {
+        match tokio::task::spawn_blocking(move || s.expire_uploads(secs)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::info!(expired = n, "removed abandoned upload sessions"),
             Ok(Err(e)) => tracing::warn!(error = %e, "could not clean upload sessions"),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Result, StorageError};
 use super::fsutil::{create_dir_durable, lock_wait, sync_dir, try_lock};
+use super::reader::BlobReader;
 use crate::registry::Digest;
 
 /// A blob just placed, kept from garbage collection until dropped (link it first).
@@ -34,7 +35,7 @@ impl BlobStore {
     }
 
     /// Where the blob with this digest lives (whether or not it exists).
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root
             .join(digest.algorithm().name())
@@ -52,18 +53,8 @@ impl BlobStore {
     }
 
     /// Opens a stored blob for reading, or `None` when absent.
-    pub fn open_blob(&self, digest: &Digest) -> Result<Option<(File, u64)>> {
-        match File::open(self.path(digest)) {
-            Ok(f) => {
-                let len = f
-                    .metadata()
-                    .map_err(|e| StorageError::io("reading blob metadata", e))?
-                    .len();
-                Ok(Some((f, len)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StorageError::io("opening blob", e)),
-        }
+    pub fn open_blob(&self, digest: &Digest) -> Result<Option<BlobReader>> {
+        BlobReader::open(&self.path(digest))
     }
 
     /// Moves a verified, fsynced temporary file into place under its digest, never replacing

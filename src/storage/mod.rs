@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about HTTP. `Store` bundles the parts one data directory holds.
 
+mod blob_io;
 pub mod blobs;
 mod commit;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod gc;
 pub mod metadata;
 mod mount;
 pub mod partial;
+pub mod reader;
 pub mod uploads;
 pub mod writer;
 
@@ -20,6 +22,7 @@ pub use error::{Result, StorageError};
 pub use gc::{GcLock, GcOptions, GcReport};
 pub use metadata::{Metadata, Origin};
 pub use partial::Partials;
+pub use reader::BlobReader;
 pub use uploads::Uploads;
 
 /// Everything stored under one data directory.
@@ -27,14 +30,14 @@ pub use uploads::Uploads;
 pub struct Store {
     /// The data directory itself.
     pub root: PathBuf,
-    /// Blob files.
-    pub blobs: BlobStore,
+    /// Blob files (callers go through `Store`'s blob operations).
+    blobs: BlobStore,
     /// Metadata database.
     pub meta: Metadata,
     /// Upload sessions.
-    pub uploads: Uploads,
+    uploads: Uploads,
     /// Downloads from the parent in progress.
-    pub partials: Partials,
+    partials: Partials,
 }
 
 impl Store {

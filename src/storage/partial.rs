@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::blobs::BlobStore;
 use super::error::{Result, StorageError};
 use super::fsutil::create_dir_durable;
+use super::reader::BlobReader;
 use super::writer::BlobWriter;
 use crate::registry::Digest;
 
@@ -27,7 +28,7 @@ impl Partials {
     }
 
     /// Where the download of `digest` is kept while in progress.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn path(&self, digest: &Digest) -> PathBuf {
         self.dir
             .join(format!("{}-{}", digest.algorithm().name(), digest.hex()))
     }
@@ -105,6 +106,11 @@ impl Partials {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The download of `digest` in progress, open for reading, or `None` when there is none.
+    pub fn reader(&self, digest: &Digest) -> Result<Option<BlobReader>> {
+        BlobReader::open(&self.path(digest))
     }
 
     /// Deletes the download of `digest` (bad data, or the blob arrived another way).

@@ -131,7 +131,7 @@ impl BlobWriter {
     }
 
     /// Where the temporary file lives.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 

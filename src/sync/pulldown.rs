@@ -381,7 +381,7 @@ impl Puller {
         }
         // A blob stored here already is linked in place, checked under the same lock garbage
         // collection deletes with; one collected meanwhile is downloaded after all.
-        if let Some(stored) = local(|| self.store.blobs.size(&digest))? {
+        if let Some(stored) = local(|| self.store.blob_size(&digest))? {
             check_size(&digest, stored, size)?;
             if local(|| self.store.link_stored(repo, &digest))?.is_some() {
                 return Ok(());

@@ -17,7 +17,6 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -34,10 +33,10 @@ use super::parent::{DeleteResult, MountResult, ParentClient, ParentError, Upload
 use super::policy::SyncPolicy;
 use super::status::{DetailCode, Status};
 use super::transfer::{Stop, Transfers};
-use super::upload::file_body;
+use super::upload::blob_body;
 use crate::registry::{manifest, Algorithm, Digest, Reference, RepoName};
 use crate::storage::metadata::{Event, EventAction, StateKey};
-use crate::storage::{fsutil::now_secs, Store};
+use crate::storage::{fsutil::now_secs, BlobReader, Store};
 
 /// Events read from the outbox at a time.
 const BATCH: usize = 100;
@@ -465,11 +464,9 @@ impl Pusher {
         let Some(mut session) = self.open_session(repo, &digest, &key).await? else {
             return Ok(());
         };
-        let size = match local(|| self.store.blobs.open_blob(&digest))? {
-            Some((_, size)) => size,
-            None => return Err(SyncError::Invalid(format!("blob {digest} is missing here"))),
+        let Some(blob) = local(|| self.store.open_blob(&digest))? else {
+            return Err(SyncError::Invalid(format!("blob {digest} is missing here")));
         };
-        let path = self.store.blobs.path(&digest);
         self.save(&key, Some(&session))?;
         let mut failures = 0u32;
         loop {
@@ -480,7 +477,7 @@ impl Pusher {
                 turn = Some(self.take_turn().await?);
             }
             let before = session.offset;
-            let sent = self.send_rest(&key, &mut session, &digest, &path, size, &mut turn);
+            let sent = self.send_rest(&key, &mut session, &digest, &blob, &mut turn);
             let e = match sent.await {
                 Ok(()) => break,
                 Err(e) => e,
@@ -534,10 +531,10 @@ impl Pusher {
         key: &StateKey<'_>,
         session: &mut UploadSession,
         digest: &Digest,
-        path: &Path,
-        size: u64,
+        blob: &BlobReader,
         turn: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), SyncError> {
+        let size = blob.len();
         loop {
             let left = size.saturating_sub(session.offset);
             let len = self.pacer.chunk_len(self.policy.chunk_size).min(left);
@@ -549,7 +546,7 @@ impl Pusher {
             };
             let permits = [if last { turn.take() } else { None }, None];
             let t = self.transfers.clone();
-            let body = file_body(path.to_owned(), session.offset, len, t, permits, last_byte);
+            let body = blob_body(blob.clone(), session.offset, len, t, permits, last_byte);
             let started = Instant::now();
             if last {
                 let body = Some((body, len));

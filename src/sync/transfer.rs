@@ -5,7 +5,6 @@
 //! how many bytes of the partial file are on disk and, once known, the blob's size.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -56,8 +55,6 @@ pub struct FetchState {
 /// One download in progress.
 pub struct Inflight {
     state: watch::Sender<FetchState>,
-    /// The partial file being written.
-    pub path: PathBuf,
 }
 
 impl Inflight {
@@ -157,10 +154,7 @@ impl Transfers {
         let key = job.digest.to_string();
         let Ok(mut map) = self.inflight.lock() else {
             let (tx, _) = watch::channel(FetchState::default());
-            return Arc::new(Inflight {
-                state: tx,
-                path: PathBuf::new(),
-            });
+            return Arc::new(Inflight { state: tx });
         };
         if let Some(i) = map.get(&key) {
             if let Some(p) = &job.progress {
@@ -169,10 +163,7 @@ impl Transfers {
             return i.clone();
         }
         let (tx, _) = watch::channel(FetchState::default());
-        let inflight = Arc::new(Inflight {
-            state: tx,
-            path: self.store.partials.path(&job.digest),
-        });
+        let inflight = Arc::new(Inflight { state: tx });
         map.insert(key.clone(), inflight.clone());
         drop(map);
         let me = self.clone();
@@ -202,14 +193,14 @@ impl Transfers {
             .acquire_owned()
             .await
             .map_err(|_| SyncError::Stopped("shutting down"))?;
-        if let Some(size) = self.store.blobs.size(&job.digest)? {
-            self.store.partials.discard(&job.digest);
+        if let Some(size) = self.store.blob_size(&job.digest)? {
+            self.store.discard_download(&job.digest);
             return Ok(size);
         }
         if let Some(p) = &job.progress {
             p.need(job.size.unwrap_or(0));
         }
-        let mut writer = self.store.partials.writer(&job.digest)?;
+        let mut writer = self.store.download_writer(&job.digest)?;
         let mut total = job.size;
         let mut failures = 0u32;
         let mut log = Logger::new(writer.offset());

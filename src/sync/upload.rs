@@ -1,23 +1,19 @@
 //! Request bodies that stream a piece of a stored blob to the parent, within the bandwidth
 //! limit, without holding more than one read buffer in memory.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::transfer::Transfers;
+use crate::storage::BlobReader;
 
 /// Bytes read from the file per step.
 const READ: u64 = 256 * 1024;
 
 /// What a body stream carries between steps.
 struct State {
-    file: Option<File>,
-    path: PathBuf,
+    blob: BlobReader,
     pos: u64,
     left: u64,
     transfers: Arc<Transfers>,
@@ -28,11 +24,11 @@ struct State {
     last_byte: Option<oneshot::Sender<()>>,
 }
 
-/// `len` bytes of the file at `path` from `offset`, as a streaming request body; `permits` (the
+/// `len` bytes of `blob` from `offset`, as a streaming request body; `permits` (the
 /// push-up's blob turn) are released and `last_byte` told once the last byte has been handed
 /// over.
-pub fn file_body(
-    path: PathBuf,
+pub fn blob_body(
+    blob: BlobReader,
     offset: u64,
     len: u64,
     transfers: Arc<Transfers>,
@@ -40,8 +36,7 @@ pub fn file_body(
     last_byte: Option<oneshot::Sender<()>>,
 ) -> reqwest::Body {
     let state = State {
-        file: None,
-        path,
+        blob,
         pos: offset,
         left: len,
         transfers,
@@ -53,20 +48,24 @@ pub fn file_body(
             return None;
         }
         let want = s.left.min(READ);
-        let (file, path, pos) = (s.file.take(), s.path.clone(), s.pos);
-        match super::local(|| read_piece(file, &path, pos, want)) {
-            Ok((f, buf)) => {
-                s.transfers.limiter.take(want).await;
-                s.file = Some(f);
-                s.pos += want;
-                s.left -= want;
+        let (pos, want) = (s.pos, want as usize);
+        let read = match s.blob.read_cached(pos, want) {
+            Some(b) => Ok(b),
+            None => super::local(|| s.blob.read_exact_at(pos, want)),
+        };
+        match read {
+            Ok(buf) => {
+                let got = buf.len() as u64;
+                s.transfers.limiter.take(got).await;
+                s.pos += got;
+                s.left -= got;
                 if s.left == 0 {
                     s.permits = [None, None];
                     if let Some(tx) = s.last_byte.take() {
                         let _ = tx.send(());
                     }
                 }
-                Some((Ok(Bytes::from(buf)), s))
+                Some((Ok(buf), s))
             }
             Err(e) => {
                 s.left = 0;
@@ -77,24 +76,4 @@ pub fn file_body(
         }
     });
     reqwest::Body::wrap_stream(stream)
-}
-
-/// Reads `want` bytes at `pos`, opening the file on the first step.
-fn read_piece(
-    file: Option<File>,
-    path: &std::path::Path,
-    pos: u64,
-    want: u64,
-) -> std::io::Result<(File, Vec<u8>)> {
-    let mut f = match file {
-        Some(f) => f,
-        None => {
-            let mut f = File::open(path)?;
-            f.seek(SeekFrom::Start(pos))?;
-            f
-        }
-    };
-    let mut buf = vec![0u8; want as usize];
-    f.read_exact(&mut buf)?;
-    Ok((f, buf))
 }

@@ -1,7 +1,5 @@
 //! Blob GET/HEAD (with single `Range` requests) and DELETE (unlink from the repository).
 
-use std::fs::File;
-
 use actix_web::body::SizedStream;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -10,11 +8,11 @@ use super::super::error::{ApiError, ApiResult};
 use super::super::{blocking, AppState};
 use super::manifests::HeadBody;
 use crate::registry::{Digest, ErrorCode, Reference, RepoName};
-use crate::storage::StorageError;
+use crate::storage::{BlobReader, StorageError};
 
 /// What a blob request resolves to.
 enum Found {
-    File(File, u64),
+    Stored(BlobReader),
     /// Manifests are blobs too: served from metadata when asked for by the blobs endpoint.
     Bytes(Vec<u8>),
 }
@@ -34,15 +32,15 @@ pub async fn get(
             // Stored meanwhile (a range request waits for the whole blob): serve it from here.
             Some(None) => {
                 let d = digest.clone();
-                let f = blocking(&state.store, move |s| s.blobs.open_blob(&d)).await?;
-                f.map(|(f, len)| Found::File(f, len))
+                let f = blocking(&state.store, move |s| s.open_blob(&d)).await?;
+                f.map(Found::Stored)
             }
             None => None,
         }
         .ok_or_else(|| StorageError::BlobUnknown(digest.clone()))?,
     };
     let total = match &found {
-        Found::File(_, len) => *len,
+        Found::Stored(r) => r.len(),
         Found::Bytes(b) => b.len() as u64,
     };
     let range = match req.headers().get("range").and_then(|v| v.to_str().ok()) {
@@ -71,9 +69,9 @@ pub async fn get(
             let s = start as usize;
             resp.body(b[s..s + len as usize].to_vec())
         }
-        Found::File(f, _) => resp.body(SizedStream::new(
+        Found::Stored(r) => resp.body(SizedStream::new(
             len,
-            super::filestream::file_stream(f, start, len),
+            super::filestream::blob_stream(r, start, len),
         )),
     })
 }
@@ -87,8 +85,8 @@ async fn lookup(
     let (name, d) = (repo.clone(), digest.clone());
     blocking(&state.store, move |s| {
         if s.meta.blob_link(&name, &d)?.is_some() {
-            if let Some((f, len)) = s.blobs.open_blob(&d)? {
-                return Ok(Some(Found::File(f, len)));
+            if let Some(r) = s.open_blob(&d)? {
+                return Ok(Some(Found::Stored(r)));
             }
             tracing::error!(digest = %d, "blob linked but its file is missing");
         }

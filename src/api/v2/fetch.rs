@@ -2,9 +2,6 @@
 //! does not hold yet answers from the parent while the content is stored, so a client (or a
 //! grandchild) never waits for the next sync.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix_web::body::SizedStream;
@@ -16,6 +13,7 @@ use super::super::error::ApiResult;
 use super::super::AppState;
 use super::manifests::HeadBody;
 use crate::registry::{Digest, Reference, RepoName};
+use crate::storage::{BlobReader, Store};
 use crate::sync::transfer::{FetchState, Inflight};
 use crate::sync::SyncService;
 
@@ -120,9 +118,7 @@ pub async fn blob(
             return Ok(None);
         }
     };
-    let path = inflight.path.clone();
-    let stored = sync.store.blobs.path(digest);
-    let body = follow(inflight, rx, path, stored, total);
+    let body = follow(inflight, rx, sync.store.clone(), digest.clone(), total);
     Ok(Some(Some(
         blob_response(digest).body(SizedStream::new(total, body)),
     )))
@@ -139,9 +135,9 @@ fn blob_response(digest: &Digest) -> actix_web::HttpResponseBuilder {
 struct Follow {
     _inflight: Arc<Inflight>,
     rx: watch::Receiver<FetchState>,
-    file: Option<File>,
-    partial: PathBuf,
-    stored: PathBuf,
+    store: Arc<Store>,
+    digest: Digest,
+    reader: Option<BlobReader>,
     sent: u64,
     total: u64,
 }
@@ -150,16 +146,16 @@ struct Follow {
 fn follow(
     inflight: Arc<Inflight>,
     rx: watch::Receiver<FetchState>,
-    partial: PathBuf,
-    stored: PathBuf,
+    store: Arc<Store>,
+    digest: Digest,
     total: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let state = Follow {
         _inflight: inflight,
         rx,
-        file: None,
-        partial,
-        stored,
+        store,
+        digest,
+        reader: None,
         sent: 0,
         total,
     };
@@ -208,28 +204,32 @@ fn readable(now: &FetchState, total: u64) -> std::io::Result<u64> {
     }
 }
 
-/// Reads `want` bytes at the current position of the partial file (or, once moved into place,
-/// the stored blob: an open handle keeps reading the same file across the rename).
+/// Reads `want` bytes at the current position of the download (an open reader keeps reading
+/// the same bytes once the download is moved into place; opened afresh, the stored blob).
 async fn read_at(st: &mut Follow, want: u64) -> std::io::Result<Bytes> {
-    let file = match st.file.take() {
-        Some(f) => f,
-        None => match File::open(&st.partial) {
-            Ok(f) => f,
-            Err(_) => File::open(&st.stored)?,
-        },
+    let reader = match st.reader.take() {
+        Some(r) => r,
+        None => {
+            let (store, digest) = (st.store.clone(), st.digest.clone());
+            web::block(move || store.open_download(&digest))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .ok_or_else(|| std::io::Error::other("the download's bytes are gone"))?
+        }
     };
     let pos = st.sent;
-    let res = web::block(move || {
-        let mut f = file;
-        f.seek(SeekFrom::Start(pos))?;
-        let mut buf = vec![0u8; want as usize];
-        f.read_exact(&mut buf)?;
-        Ok::<_, std::io::Error>((f, buf))
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))??;
-    st.file = Some(res.0);
-    Ok(Bytes::from(res.1))
+    let piece = match reader.read_cached(pos, want as usize) {
+        Some(b) => b,
+        None => {
+            let r = reader.clone();
+            web::block(move || r.read_exact_at(pos, want as usize))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))??
+        }
+    };
+    st.reader = Some(reader);
+    Ok(piece)
 }
 
 #[cfg(test)]

@@ -1,18 +1,11 @@
-//! Streams part of a stored blob to a client. Pages already in the page cache are read right on
-//! the worker thread (`preadv2` with `RWF_NOWAIT`, which never waits for the disk); anything
-//! else is read on the blocking pool, so a worker never waits for the disk. Buffers are filled
-//! without being zeroed first. (Measured on two cores: reading inline instead of hopping to the
-//! blocking pool for every piece cut the server's CPU per GB served by a third; mapping the file
-//! instead of reading it cost more in page faults and unmapping than the copy it saved.)
-
-use std::fs::File;
-#[cfg(target_os = "linux")]
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+//! Streams part of a stored blob to a client. What is in memory already is read right on the
+//! worker thread ([`BlobReader::read_cached`]); anything else on the blocking pool, so a worker
+//! never waits for the disk.
 
 use actix_web::web;
 use bytes::Bytes;
+
+use crate::storage::BlobReader;
 
 /// Bytes read and handed to the HTTP layer at a time; this bounds what one client keeps
 /// resident. actix's HTTP/1 dispatcher copies each piece into its write buffer and drops that
@@ -21,60 +14,30 @@ use bytes::Bytes;
 /// smaller ones (64 KiB) cost more syscalls per byte again.
 const PIECE: usize = 112 * 1024;
 
-/// Reads up to `want` bytes at `pos` if they are in the page cache, without waiting for the
-/// disk: `None` when they are not (or the kernel cannot tell), so the caller reads them on the
-/// blocking pool instead.
-#[cfg(target_os = "linux")]
-fn read_cached(file: &File, pos: u64, want: usize) -> Option<Bytes> {
-    let offset = libc::off_t::try_from(pos).ok()?;
-    let mut buf = Vec::<u8>::with_capacity(want);
-    let iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: want,
-    };
-    // SAFETY: the iovec covers exactly the vector's `want` bytes of spare capacity, which the
-    // kernel fills; only the `n` bytes it reports written become part of the vector.
-    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
-    let n = usize::try_from(n).ok().filter(|&n| n > 0 && n <= want)?;
-    // SAFETY: the kernel initialised the first `n` bytes (checked to be within capacity).
-    unsafe { buf.set_len(n) };
-    Some(Bytes::from(buf))
-}
-
-/// Without `RWF_NOWAIT` every read goes to the blocking pool.
-#[cfg(not(target_os = "linux"))]
-fn read_cached(_file: &File, _pos: u64, _want: usize) -> Option<Bytes> {
-    None
-}
-
 /// Reads `want` bytes at `pos` on the blocking pool (pages not yet in memory).
-async fn read_blocking(file: Arc<File>, pos: u64, want: usize) -> std::io::Result<Bytes> {
-    web::block(move || {
-        let mut buf = vec![0u8; want];
-        file.read_exact_at(&mut buf, pos)?;
-        Ok::<_, std::io::Error>(Bytes::from(buf))
-    })
-    .await
-    .map_err(|e| std::io::Error::other(e.to_string()))?
+async fn read_blocking(blob: BlobReader, pos: u64, want: usize) -> std::io::Result<Bytes> {
+    web::block(move || blob.read_exact_at(pos, want))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 /// Where a blob stream is.
 struct Cursor {
-    file: Arc<File>,
+    blob: BlobReader,
     /// File offset of the next read.
     pos: u64,
     /// Bytes not yet read.
     left: u64,
 }
 
-/// `len` bytes of `file` from `start`.
-pub fn file_stream(
-    file: File,
+/// `len` bytes of `blob` from `start`.
+pub fn blob_stream(
+    blob: BlobReader,
     start: u64,
     len: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let cursor = Cursor {
-        file: Arc::new(file),
+        blob,
         pos: start,
         left: len,
     };
@@ -84,9 +47,9 @@ pub fn file_stream(
             return None;
         }
         let want = c.left.min(PIECE as u64) as usize;
-        let piece = match read_cached(&c.file, c.pos, want) {
+        let piece = match c.blob.read_cached(c.pos, want) {
             Some(b) => b,
-            None => match read_blocking(c.file.clone(), c.pos, want).await {
+            None => match read_blocking(c.blob.clone(), c.pos, want).await {
                 Ok(b) => b,
                 Err(e) => return Some((Err(e), None)),
             },
@@ -105,13 +68,13 @@ mod tests {
 
     use super::*;
 
-    fn collect(file: File, start: u64, len: u64) -> Vec<u8> {
+    fn collect(file: std::fs::File, start: u64, len: u64) -> Vec<u8> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
         rt.block_on(async {
             let mut out = Vec::new();
-            let mut s = std::pin::pin!(file_stream(file, start, len));
+            let mut s = std::pin::pin!(blob_stream(BlobReader::from_file(file), start, len));
             while let Some(piece) = s.next().await {
                 let piece = piece.unwrap();
                 assert!(!piece.is_empty() && piece.len() <= PIECE);
@@ -154,7 +117,7 @@ mod tests {
             .build()
             .unwrap();
         let err = rt.block_on(async {
-            let mut s = std::pin::pin!(file_stream(f, 0, 2 * PIECE as u64));
+            let mut s = std::pin::pin!(blob_stream(BlobReader::from_file(f), 0, 2 * PIECE as u64));
             loop {
                 match s.next().await {
                     Some(Ok(_)) => continue,

@@ -78,7 +78,7 @@ pub async fn start(
         let _place = state.upload_gate.enter(req)?;
         declared_fits(req, state, 0)?;
         let algo = digest.algorithm();
-        let writer = blocking(&state.store, move |s| s.uploads.oneshot(algo)).await?;
+        let writer = blocking(&state.store, move |s| s.start_oneshot(algo)).await?;
         let handle = Arc::new(Mutex::new(Some(writer)));
         let mut slot = Some(SessionGuard::lock(handle).await);
         let (store, repo, d) = (state.store.clone(), name.clone(), digest.clone());
@@ -101,10 +101,7 @@ pub async fn start(
         return Ok(created(req, &name, &digest));
     }
     let (repo, client, caps) = (name.clone(), client_ip(req).to_string(), state.session_caps);
-    let id = blocking(&state.store, move |s| {
-        s.uploads.start(&s.meta, &repo, &client, &caps)
-    })
-    .await?;
+    let id = blocking(&state.store, move |s| s.start_upload(&repo, &client, &caps)).await?;
     Ok(in_progress(req, StatusCode::ACCEPTED, &name, &id, 0))
 }
 
@@ -180,10 +177,7 @@ async fn lock_session(
     id: &str,
 ) -> ApiResult<Option<SessionGuard>> {
     let (repo, sid) = (name.clone(), id.to_owned());
-    let handle = blocking(&state.store, move |s| {
-        s.uploads.session(&s.meta, &repo, &sid)
-    })
-    .await?;
+    let handle = blocking(&state.store, move |s| s.upload_session(&repo, &sid)).await?;
     Ok(Some(SessionGuard::lock(handle).await))
 }
 
