@@ -22,7 +22,7 @@ impl Store {
         expected: &Digest,
     ) -> Result<u64> {
         self.uploads
-            .finish_oneshot(&self.meta, &self.blobs, repo, writer, expected)
+            .finish_oneshot(&self.meta, self.blobs.as_ref(), repo, writer, expected)
     }
 
     /// Verifies upload session `id` and links it into `repo`; the size.
@@ -34,7 +34,7 @@ impl Store {
         expected: &Digest,
     ) -> Result<u64> {
         self.uploads
-            .finish(&self.meta, &self.blobs, repo, id, session, expected)
+            .finish(&self.meta, self.blobs.as_ref(), repo, id, session, expected)
     }
 
     /// Cancels upload session `id` and deletes its data.

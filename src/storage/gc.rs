@@ -115,7 +115,9 @@ impl Store {
         let idle_before = SystemTime::now()
             .checked_sub(o.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        (r.partials, r.partial_bytes) = self.partials.sweep(idle_before, &self.blobs, o.dry_run)?;
+        (r.partials, r.partial_bytes) =
+            self.partials
+                .sweep(idle_before, self.blobs.as_ref(), o.dry_run)?;
         r.seconds = clock.elapsed().as_secs_f64();
         Ok(r)
     }
@@ -123,7 +125,7 @@ impl Store {
     /// Removes (or counts) every blob file no link keeps; the files and bytes.
     fn sweep_blob_files(&self, now: i64, link_cutoff: i64, dry_run: bool) -> Result<(u64, u64)> {
         let (mut blobs, mut bytes) = (0, 0);
-        self.blobs.for_each_batch(SWEEP_BATCH, |batch| {
+        self.blobs.for_each_batch(SWEEP_BATCH, &mut |batch| {
             if dry_run {
                 let unkept = self.meta.blobs_unkept(batch, now, link_cutoff)?;
                 for (d, free) in batch.iter().zip(unkept) {

@@ -17,7 +17,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use blobs::BlobStore;
+pub use blobs::{BlobBackend, LocalBlobs, Placed};
 pub use error::{Result, StorageError};
 pub use gc::{GcLock, GcOptions, GcReport};
 pub use metadata::{Metadata, Origin};
@@ -31,7 +31,7 @@ pub struct Store {
     /// The data directory itself.
     pub root: PathBuf,
     /// Blob files (callers go through `Store`'s blob operations).
-    blobs: BlobStore,
+    blobs: Box<dyn BlobBackend>,
     /// Metadata database.
     pub meta: Metadata,
     /// Upload sessions.
@@ -63,7 +63,7 @@ impl Store {
             .map_err(|e| StorageError::io(format!("resolving {}", data_dir.display()), e))?;
         fsutil::create_dir_durable(data_dir)?;
         check_writable(data_dir)?;
-        let blobs = BlobStore::open(data_dir)?;
+        let blobs = Box::new(LocalBlobs::open(data_dir)?);
         let meta = Metadata::open(data_dir)?;
         let uploads = Uploads::open(data_dir)?;
         let partials = Partials::open(data_dir)?;

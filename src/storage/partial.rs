@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::blobs::BlobStore;
+use super::blobs::BlobBackend;
 use super::error::{Result, StorageError};
 use super::fsutil::create_dir_durable;
 use super::reader::BlobReader;
@@ -56,7 +56,7 @@ impl Partials {
     pub fn sweep(
         &self,
         idle_before: std::time::SystemTime,
-        blobs: &BlobStore,
+        blobs: &dyn BlobBackend,
         dry_run: bool,
     ) -> Result<(u64, u64)> {
         let entries = std::fs::read_dir(&self.dir)
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn resumes_after_reopen_and_verifies() -> Result<()> {
         let tmp = tempfile::TempDir::new().map_err(|e| StorageError::io("tempdir", e))?;
-        let blobs = BlobStore::open(tmp.path())?;
+        let blobs = crate::storage::LocalBlobs::open(tmp.path())?;
         let partials = Partials::open(tmp.path())?;
         let data = b"0123456789abcdef".repeat(1000);
         let d = digest_of(&data);
@@ -156,7 +156,7 @@ mod tests {
     #[test]
     fn mismatch_deletes_the_partial_file() -> Result<()> {
         let tmp = tempfile::TempDir::new().map_err(|e| StorageError::io("tempdir", e))?;
-        let blobs = BlobStore::open(tmp.path())?;
+        let blobs = crate::storage::LocalBlobs::open(tmp.path())?;
         let partials = Partials::open(tmp.path())?;
         let d = digest_of(b"the real content");
         let mut w = partials.writer(&d)?;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::blobs::BlobStore;
+use super::blobs::BlobBackend;
 use super::error::{Result, StorageError};
 use super::fsutil::{create_dir_durable, now_secs};
 use super::metadata::Metadata;
@@ -135,7 +135,7 @@ impl Uploads {
     pub fn finish(
         &self,
         meta: &Metadata,
-        blobs: &BlobStore,
+        blobs: &dyn BlobBackend,
         repo: &RepoName,
         id: &str,
         writer: &mut Option<BlobWriter>,
@@ -183,7 +183,7 @@ impl Uploads {
     pub fn finish_oneshot(
         &self,
         meta: &Metadata,
-        blobs: &BlobStore,
+        blobs: &dyn BlobBackend,
         repo: &RepoName,
         mut writer: BlobWriter,
         expected: &Digest,
@@ -245,7 +245,7 @@ impl Uploads {
 /// keeps garbage collection away in between, and lapses when the writer goes (after the link).
 fn place_and_link(
     meta: &Metadata,
-    blobs: &BlobStore,
+    blobs: &dyn BlobBackend,
     repo: &RepoName,
     writer: &BlobWriter,
     digest: &Digest,

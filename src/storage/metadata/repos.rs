@@ -81,7 +81,7 @@ impl Metadata {
     }
 
     /// Lets `repo` serve a blob whose file the caller has just placed and still claims (see
-    /// `BlobStore::place`), so no collection pass can have removed it.
+    /// `BlobBackend::place`), so no collection pass can have removed it.
     pub fn link_placed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         self.write(|tx| insert_link(tx, repo, digest, size))
     }

@@ -1,50 +1,46 @@
-//! Content-addressed blob files: `blobs/<alg>/<xx>/<hex>`, shared by all repositories.
+//! The local blob backend: content-addressed files `blobs/<alg>/<xx>/<hex>` in the data
+//! directory.
 //!
-//! A blob file only ever appears by an atomic rename of a fully written, verified and fsynced
-//! temporary file, so a reader can never see a partial or mismatching blob.
+//! A blob file only ever appears by an atomic link of a fully written, verified and fsynced
+//! temporary file, so a reader can never see a partial or mismatching blob. Claims are advisory
+//! locks: a writer holds one on its file, and a collection pass deletes only files it can claim.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Result, StorageError};
-use super::fsutil::{create_dir_durable, lock_wait, sync_dir, try_lock};
-use super::reader::BlobReader;
+use super::{BlobBackend, Placed};
 use crate::registry::Digest;
-
-/// A blob just placed, kept from garbage collection until dropped (link it first).
-#[derive(Debug)]
-#[must_use = "drop it only once the blob is linked or held"]
-pub struct Placed {
-    /// The claim on a blob that existed already (the writer's own claim covers a new one).
-    _claim: Option<File>,
-}
+use crate::storage::error::{Result, StorageError};
+use crate::storage::fsutil::{create_dir_durable, lock_wait, sync_dir, try_lock};
+use crate::storage::reader::BlobReader;
 
 /// The blob directory tree of one data directory.
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub struct LocalBlobs {
     root: PathBuf,
 }
 
-impl BlobStore {
+impl LocalBlobs {
     /// Opens (creating if needed) the blob tree under `data_dir/blobs`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let root = data_dir.join("blobs");
         create_dir_durable(&root)?;
-        Ok(BlobStore { root })
+        Ok(LocalBlobs { root })
     }
 
     /// Where the blob with this digest lives (whether or not it exists).
-    pub(super) fn path(&self, digest: &Digest) -> PathBuf {
+    fn path(&self, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
         self.root
             .join(digest.algorithm().name())
             .join(&hex[..2])
             .join(hex)
     }
+}
 
-    /// Size of a stored blob, or `None` when absent.
-    pub fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+impl BlobBackend for LocalBlobs {
+    fn size(&self, digest: &Digest) -> Result<Option<u64>> {
         match std::fs::metadata(self.path(digest)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -52,19 +48,16 @@ impl BlobStore {
         }
     }
 
-    /// Opens a stored blob for reading, or `None` when absent.
-    pub fn open_blob(&self, digest: &Digest) -> Result<Option<BlobReader>> {
+    fn open_blob(&self, digest: &Digest) -> Result<Option<BlobReader>> {
         BlobReader::open(&self.path(digest))
     }
 
-    /// Moves a verified, fsynced temporary file into place under its digest, never replacing
-    /// an existing file (content addressing makes them equal: the temporary file is dropped).
-    ///
-    /// The caller's writer must hold its claim (an advisory lock) on the temporary file; that
-    /// claim, or the one returned when the blob existed already, keeps garbage collection (which
-    /// deletes only files it can claim) away until the caller has linked the blob and lets go.
-    /// So the metadata lock is not held across these file system syncs.
-    pub fn place(&self, temp: &Path, digest: &Digest) -> Result<Placed> {
+    /// Links the temporary file under its digest (a hard link fails on an existing name where
+    /// a rename would replace it; content addressing makes them equal, so the temporary file is
+    /// dropped). The caller's writer holds its claim on the temporary file; that claim, or the
+    /// one returned when the blob existed already, keeps a pass away until the caller has linked
+    /// the blob, so the metadata lock is not held across these file system syncs.
+    fn place(&self, temp: &Path, digest: &Digest) -> Result<Placed> {
         let dest = self.path(digest);
         let dir = dest
             .parent()
@@ -83,7 +76,7 @@ impl BlobStore {
                 Ok(()) => {
                     let _ = std::fs::remove_file(temp);
                     sync_dir(dir)?;
-                    return Ok(Placed { _claim: None });
+                    return Ok(Placed::unclaimed());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StorageError::io(moving, e)),
@@ -103,9 +96,7 @@ impl BlobStore {
                 let _ = std::fs::remove_file(temp);
                 // Its writer may not have synced the directory yet.
                 sync_dir(dir)?;
-                return Ok(Placed {
-                    _claim: Some(existing),
-                });
+                return Ok(Placed::claimed(existing));
             }
         }
         Err(StorageError::Busy(format!(
@@ -113,10 +104,9 @@ impl BlobStore {
         )))
     }
 
-    /// Deletes a blob file (garbage collection only; repositories unlink instead) unless a
-    /// writer claims it (it is being stored and linked); the bytes freed, or `None` when it
-    /// was gone already or claimed.
-    pub fn remove(&self, digest: &Digest) -> Result<Option<u64>> {
+    /// Deletes the file while holding its claim, so a writer finding it waits and then sees it
+    /// gone.
+    fn remove(&self, digest: &Digest) -> Result<Option<u64>> {
         let path = self.path(digest);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -138,13 +128,11 @@ impl BlobStore {
         }
     }
 
-    /// Calls `f` with the digests of every stored blob, `batch` at a time (one directory's
-    /// worth at most, so memory stays small however many blobs there are). Names that are not
-    /// digests are left alone.
-    pub fn for_each_batch(
+    /// Walks the tree one directory at a time; names that are not digests are left alone.
+    fn for_each_batch(
         &self,
         batch: usize,
-        mut f: impl FnMut(&[Digest]) -> Result<()>,
+        f: &mut dyn FnMut(&[Digest]) -> Result<()>,
     ) -> Result<()> {
         let list = |dir: &Path| -> Result<Vec<std::fs::DirEntry>> {
             match std::fs::read_dir(dir) {
