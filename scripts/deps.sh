@@ -74,3 +74,22 @@ ensure_pip_packages() {
   python3 -m pip install --quiet "${missing[@]}" ||
     python3 -m pip install --quiet --break-system-packages "${missing[@]}"
 }
+
+# `ensure_npm_packages NAME@VERSION…`: programs from the npm registry the tests start (azurite:
+# the Azure Storage emulator, for the Azure blob backend's tests), installed globally at the
+# pinned version with the machine's npm when run as root; otherwise named, and the run fails.
+ensure_npm_packages() {
+  local missing=() spec have
+  for spec in "$@"; do
+    have=$({ npm ls -g --depth=0 "${spec%@*}" 2>/dev/null || true; } | sed -n "s/.* ${spec%@*}@//p")
+    [[ $have == "${spec##*@}" ]] || missing+=("$spec")
+  done
+  ((${#missing[@]})) || return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing npm packages: ${missing[*]}" >&2
+    echo "run as root (sudo $0) to install them, or npm install -g ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "==> npm install -g: ${missing[*]}"
+  npm install -g --no-fund --no-audit "${missing[@]}" >/dev/null
+}

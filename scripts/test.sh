@@ -18,6 +18,9 @@ ensure_packages "${PACKAGES[@]}"
 # package these machines carry, with kustomize v5; Debian 12's kubernetes-client 1.20 bundles a
 # kustomize too old for the manifests.)
 ensure_pip_packages kubernetes-validate==1.37.0
+# The Azure blob backend's tests: Azurite, the Azure Storage emulator (3.35 is the last release
+# that runs on Node.js 20).
+ensure_npm_packages azurite@3.35.0
 
 for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"

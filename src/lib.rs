@@ -19,3 +19,5 @@ pub mod notify;
 pub mod registry;
 pub mod storage;
 pub mod sync;
+#[cfg(test)]
+mod testing;

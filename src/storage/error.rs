@@ -60,6 +60,9 @@ pub enum StorageError {
     /// Someone else is doing this already (a download, a collection pass); try again later.
     #[error("{0}")]
     Busy(String),
+    /// A storage backend's settings cannot be used (a malformed URL or credential).
+    #[error("{0}")]
+    Config(String),
     /// A cap on open upload sessions is reached; one must finish or lapse first.
     #[error("{0}")]
     TooManySessions(String),

@@ -19,12 +19,27 @@ use bytes::Bytes;
 
 use super::error::{Result, StorageError};
 
-/// An open blob: cheap to clone, and it keeps reading the same bytes whatever happens to the
-/// name it was opened by (a download moved into place, a blob collected meanwhile).
+/// An open blob: cheap to clone. A local one keeps reading the same bytes whatever happens to
+/// the name it was opened by (a download moved into place, a blob collected meanwhile).
 #[derive(Debug, Clone)]
 pub struct BlobReader {
-    file: Arc<File>,
+    source: Source,
     len: u64,
+}
+
+/// Where a reader's bytes come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// An open local file.
+    File(Arc<File>),
+    /// An object in an object store, read by ranged requests.
+    Remote(Arc<dyn RemoteRead>),
+}
+
+/// Ranged reads of one remote object, for a blob backend that keeps blobs elsewhere.
+pub trait RemoteRead: Send + Sync + std::fmt::Debug {
+    /// Exactly `want` bytes at `pos` (an error when fewer are there); blocks until they came.
+    fn read_exact_at(&self, pos: u64, want: usize) -> std::io::Result<Bytes>;
 }
 
 impl BlobReader {
@@ -40,9 +55,17 @@ impl BlobReader {
             .map_err(|e| StorageError::io("reading blob metadata", e))?
             .len();
         Ok(Some(BlobReader {
-            file: Arc::new(file),
+            source: Source::File(Arc::new(file)),
             len,
         }))
+    }
+
+    /// A reader of `len` bytes of a remote object.
+    pub fn remote(object: Arc<dyn RemoteRead>, len: u64) -> Self {
+        BlobReader {
+            source: Source::Remote(object),
+            len,
+        }
     }
 
     /// A reader of an already open file (tests of the code that streams from one).
@@ -50,7 +73,7 @@ impl BlobReader {
     pub fn from_file(file: File) -> Self {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         BlobReader {
-            file: Arc::new(file),
+            source: Source::File(Arc::new(file)),
             len,
         }
     }
@@ -70,6 +93,9 @@ impl BlobReader {
     /// [`read_exact_at`](Self::read_exact_at) on a thread that may block.
     #[cfg(target_os = "linux")]
     pub fn read_cached(&self, pos: u64, want: usize) -> Option<Bytes> {
+        let Source::File(file) = &self.source else {
+            return None;
+        };
         let offset = libc::off_t::try_from(pos).ok()?;
         let mut buf = Vec::<u8>::with_capacity(want);
         let iov = libc::iovec {
@@ -78,7 +104,7 @@ impl BlobReader {
         };
         // SAFETY: the iovec covers exactly the vector's `want` bytes of spare capacity, which
         // the kernel fills; only the `n` bytes it reports written become part of the vector.
-        let n = unsafe { libc::preadv2(self.file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
         let n = usize::try_from(n).ok().filter(|&n| n > 0 && n <= want)?;
         // SAFETY: the kernel initialised the first `n` bytes (checked to be within capacity).
         unsafe { buf.set_len(n) };
@@ -93,9 +119,14 @@ impl BlobReader {
 
     /// Exactly `want` bytes at `pos`, waiting for the disk (an error when fewer are there).
     pub fn read_exact_at(&self, pos: u64, want: usize) -> std::io::Result<Bytes> {
-        let mut buf = vec![0u8; want];
-        self.file.read_exact_at(&mut buf, pos)?;
-        Ok(Bytes::from(buf))
+        match &self.source {
+            Source::File(file) => {
+                let mut buf = vec![0u8; want];
+                file.read_exact_at(&mut buf, pos)?;
+                Ok(Bytes::from(buf))
+            }
+            Source::Remote(object) => object.read_exact_at(pos, want),
+        }
     }
 }
 

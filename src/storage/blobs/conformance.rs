@@ -22,6 +22,7 @@ fn stage(dir: &Path, name: &str, bytes: &[u8]) -> (std::path::PathBuf, Digest) {
 pub fn run(backend: &dyn BlobBackend, staging: &Path) {
     absent_blobs_are_none(backend, staging);
     placed_blobs_read_back(backend, staging);
+    large_blobs_arrive_whole(backend, staging);
     placing_twice_keeps_the_first(backend, staging);
     listing_finds_each_blob_once(backend, staging);
     removal_frees_the_bytes(backend, staging);
@@ -55,6 +56,28 @@ fn placed_blobs_read_back(b: &dyn BlobBackend, staging: &Path) {
         r.read_exact_at(bytes.len() as u64 - 5, 10).is_err(),
         "past the end"
     );
+}
+
+/// Larger than a backend's upload part (8 MiB for object stores), read across the boundaries.
+fn large_blobs_arrive_whole(b: &dyn BlobBackend, staging: &Path) {
+    let bytes: Vec<u8> = (0..(17 * 1024 * 1024 + 12_345u32))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let (path, d) = stage(staging, "large", &bytes);
+    drop(b.place(&path, &d).unwrap_or_else(|e| panic!("{e}")));
+    assert_eq!(b.size(&d).ok(), Some(Some(bytes.len() as u64)));
+    let r = b
+        .open_blob(&d)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("{d} not readable"));
+    let part = 8 * 1024 * 1024;
+    for pos in [part - 100, 2 * part - 100, bytes.len() - 200] {
+        let got = r
+            .read_exact_at(pos as u64, 200)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&got[..], &bytes[pos..pos + 200], "at {pos}");
+    }
 }
 
 fn placing_twice_keeps_the_first(b: &dyn BlobBackend, staging: &Path) {

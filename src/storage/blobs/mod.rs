@@ -5,14 +5,17 @@
 //! or mismatching blob; and it deletes nothing a writer claims, so a collection pass cannot take
 //! a blob between its placing and its link (see `storage::commit`).
 
+pub mod azure;
 #[cfg(test)]
 mod conformance;
 mod local;
+mod object;
 
 use std::any::Any;
 use std::path::Path;
 
 pub use local::LocalBlobs;
+pub use object::ObjectBlobs;
 
 use super::error::Result;
 use super::reader::BlobReader;
