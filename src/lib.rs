@@ -19,5 +19,6 @@ pub mod notify;
 pub mod registry;
 pub mod storage;
 pub mod sync;
-#[cfg(test)]
-mod testing;
+/// Real servers that tests run against (not an API).
+#[doc(hidden)]
+pub mod testing;

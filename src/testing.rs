@@ -1,8 +1,9 @@
-//! Real servers that unit tests of a backend run against, started on a free loopback port with
-//! a private directory and stopped when dropped. A missing program fails the test, naming what
-//! installs it.
+//! Real servers that tests of a backend run against (unit tests here, whole-process tests in
+//! `tests/`), started on a free loopback port with the caller's private directory and stopped
+//! when dropped. A missing program fails the test, naming what installs it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,18 +38,16 @@ fn wait_for(port: u16, what: &str, child: &mut Child) {
 pub struct Azurite {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
 }
 
 impl Azurite {
-    /// Starts `azurite-blob` with its data in a new temporary directory.
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    /// Starts `azurite-blob` with its data in `dir`.
+    pub fn start(dir: &Path) -> Self {
         let port = free_port();
         let mut child = Command::new("azurite-blob")
             .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
             .arg("--location")
-            .arg(dir.path())
+            .arg(dir)
             .args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -57,16 +56,17 @@ impl Azurite {
                 panic!("azurite-blob: {e} (scripts/test.sh installs it: npm install -g azurite)")
             });
         wait_for(port, "azurite-blob", &mut child);
-        Azurite {
-            child,
-            port,
-            _dir: dir,
-        }
+        Azurite { child, port }
+    }
+
+    /// The blob service's URL (for `AZURITE_BLOB_STORAGE_URL`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
     }
 
     /// The URL of `account`'s blob service (Azurite puts the account in the path).
     pub fn account_url(&self, account: &str) -> String {
-        format!("http://127.0.0.1:{}/{account}", self.port)
+        format!("{}/{account}", self.url())
     }
 }
 

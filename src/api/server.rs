@@ -65,8 +65,8 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
         Some(t) => Some((t.listen, tls::server_config(&t.cert, &t.key)?)),
         None => None,
     };
-    let dir = settings.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let (dir, blobs) = (settings.data_dir.clone(), settings.blob_store.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, &blobs))
         .await
         .map_err(|e| ServeError::Run(std::io::Error::other(e.to_string())))?
         .map_err(|source| ServeError::Store {
@@ -147,6 +147,7 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
     tracing::info!(
         listeners = %listeners.join(" "),
         data_dir = %settings.data_dir.display(),
+        blob_store = %settings.blob_store,
         version = env!("CARGO_PKG_VERSION"),
         "connected-registry serving"
     );

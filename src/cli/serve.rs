@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
     #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME")]
     data_dir: Option<PathBuf>,
+    /// Where blobs are kept: az://<container> (Azure Blob Storage, account from AZURE_*), or
+    /// data-dir [default: data-dir].
+    #[arg(long, env = "CONNECTED_REGISTRY_BLOB_STORE")]
+    blob_store: Option<String>,
     /// Optional TOML configuration file.
     #[arg(long, env = "CONNECTED_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
@@ -75,6 +79,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let mut settings = match Settings::resolve(Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
+        blob_store: args.blob_store,
         config_file: args.config,
         log_level: args.log_level,
         upload_max_age: args.upload_max_age,

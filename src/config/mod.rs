@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::storage::BlobLocation;
+
 pub use connection::ConnectionString;
 pub use duration::parse_duration;
 pub use limits::Limits;
@@ -77,6 +79,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// `--data-dir` or `ACR_REGISTRY_DATA_VOLUME`.
     pub data_dir: Option<PathBuf>,
+    /// `--blob-store` or `CONNECTED_REGISTRY_BLOB_STORE`.
+    pub blob_store: Option<String>,
     /// `--config`.
     pub config_file: Option<PathBuf>,
     /// `--log-level`.
@@ -127,6 +131,7 @@ pub struct Overrides {
 struct ServerSection {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    blob_store: Option<String>,
     log_level: Option<String>,
     upload_max_age: Option<String>,
     shutdown_timeout: Option<String>,
@@ -158,6 +163,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Where blobs are kept (the data directory unless `blob_store` says otherwise).
+    pub blob_store: BlobLocation,
     /// Log level, if set anywhere (else `RUST_LOG` or Information).
     pub log_level: Option<String>,
     /// Log level given on the command line or in the environment: it wins over the module twin
@@ -298,12 +305,20 @@ impl Settings {
                 .or(file.login_server.clone())
                 .filter(|s| !s.trim().is_empty()),
         };
+        let blob_store = match o.blob_store.or(file.blob_store.clone()) {
+            Some(s) => s.parse().map_err(|message| ConfigError::Value {
+                key: "blob_store",
+                message,
+            })?,
+            None => BlobLocation::DataDir,
+        };
         let configured_dir = o.data_dir.or(file.data_dir.clone());
         let data_dir_is_default = configured_dir.is_none();
         Ok(Settings {
             listen,
             data_dir: configured_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             data_dir_is_default,
+            blob_store,
             log_level,
             log_level_flag,
             upload_max_age: duration_setting(

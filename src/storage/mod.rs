@@ -17,7 +17,7 @@ pub mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use blobs::{BlobBackend, LocalBlobs, Placed};
+pub use blobs::{BlobBackend, BlobLocation, LocalBlobs, Placed};
 pub use error::{Result, StorageError};
 pub use gc::{GcLock, GcOptions, GcReport};
 pub use metadata::{Metadata, Origin};
@@ -43,7 +43,13 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and tidies what a crash left behind.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        let store = Self::open_beside(data_dir)?;
+        Self::open_with(data_dir, &BlobLocation::DataDir)
+    }
+
+    /// Opens the store in `data_dir` with its blobs kept at `blobs`, and tidies what a crash
+    /// left behind.
+    pub fn open_with(data_dir: &Path, blobs: &BlobLocation) -> Result<Self> {
+        let store = Self::open_beside_with(data_dir, blobs)?;
         let orphans = store.uploads.remove_orphans(&store.meta)?;
         if orphans > 0 {
             tracing::info!(
@@ -57,13 +63,18 @@ impl Store {
     /// Opens the store in `data_dir` without tidying, for a command that runs beside a server
     /// on the same directory (whose one-request uploads in flight look like leftovers).
     pub fn open_beside(data_dir: &Path) -> Result<Self> {
+        Self::open_beside_with(data_dir, &BlobLocation::DataDir)
+    }
+
+    /// `open_beside` with the blobs kept at `blobs`.
+    pub fn open_beside_with(data_dir: &Path, blobs: &BlobLocation) -> Result<Self> {
         // Absolute from here on, so the directory stays the same whatever the process does later
         // and every log line and message names it unambiguously.
         let data_dir = &std::path::absolute(data_dir)
             .map_err(|e| StorageError::io(format!("resolving {}", data_dir.display()), e))?;
         fsutil::create_dir_durable(data_dir)?;
         check_writable(data_dir)?;
-        let blobs = Box::new(LocalBlobs::open(data_dir)?);
+        let blobs = blobs.open(data_dir)?;
         let meta = Metadata::open(data_dir)?;
         let uploads = Uploads::open(data_dir)?;
         let partials = Partials::open(data_dir)?;

@@ -140,7 +140,8 @@ mod tests {
 
     #[test]
     fn the_azure_backend_conforms_on_azurite() {
-        let azurite = Azurite::start();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let azurite = Azurite::start(dir.path());
         let builder = MicrosoftAzureBuilder::new()
             .with_account(EMULATOR_ACCOUNT)
             .with_access_key(EMULATOR_KEY)

@@ -9,12 +9,14 @@ pub mod azure;
 #[cfg(test)]
 mod conformance;
 mod local;
+mod location;
 mod object;
 
 use std::any::Any;
 use std::path::Path;
 
 pub use local::LocalBlobs;
+pub use location::BlobLocation;
 pub use object::ObjectBlobs;
 
 use super::error::Result;
