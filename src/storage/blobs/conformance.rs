@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::BlobBackend;
 use crate::registry::Digest;
+use crate::storage::BlobReader;
 
 /// A staged file holding `bytes`, as a verified upload leaves it; its digest.
 fn stage(dir: &Path, name: &str, bytes: &[u8]) -> (std::path::PathBuf, Digest) {
@@ -35,9 +36,9 @@ fn absent_blobs_are_none(b: &dyn BlobBackend, staging: &Path) {
     assert_eq!(b.remove(&d).ok(), Some(None));
 }
 
-fn placed_blobs_read_back(b: &dyn BlobBackend, staging: &Path) {
-    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
-    let (path, d) = stage(staging, "big", &bytes);
+/// Places `bytes` as a new blob and opens it, checking its size both ways.
+fn place_and_open(b: &dyn BlobBackend, staging: &Path, name: &str, bytes: &[u8]) -> BlobReader {
+    let (path, d) = stage(staging, name, bytes);
     drop(b.place(&path, &d).unwrap_or_else(|e| panic!("{e}")));
     assert_eq!(b.size(&d).ok(), Some(Some(bytes.len() as u64)));
     let r = b
@@ -46,6 +47,12 @@ fn placed_blobs_read_back(b: &dyn BlobBackend, staging: &Path) {
         .flatten()
         .unwrap_or_else(|| panic!("{d} not readable"));
     assert_eq!(r.len(), bytes.len() as u64);
+    r
+}
+
+fn placed_blobs_read_back(b: &dyn BlobBackend, staging: &Path) {
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    let r = place_and_open(b, staging, "big", &bytes);
     for (pos, want) in [(0usize, 10usize), (4095, 70_000), (bytes.len() - 1, 1)] {
         let got = r
             .read_exact_at(pos as u64, want)
@@ -63,14 +70,7 @@ fn large_blobs_arrive_whole(b: &dyn BlobBackend, staging: &Path) {
     let bytes: Vec<u8> = (0..(17 * 1024 * 1024 + 12_345u32))
         .map(|i| (i % 251) as u8)
         .collect();
-    let (path, d) = stage(staging, "large", &bytes);
-    drop(b.place(&path, &d).unwrap_or_else(|e| panic!("{e}")));
-    assert_eq!(b.size(&d).ok(), Some(Some(bytes.len() as u64)));
-    let r = b
-        .open_blob(&d)
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| panic!("{d} not readable"));
+    let r = place_and_open(b, staging, "large", &bytes);
     let part = 8 * 1024 * 1024;
     for pos in [part - 100, 2 * part - 100, bytes.len() - 200] {
         let got = r

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{BlobBackend, Placed};
+use super::{Batches, BlobBackend, Placed};
 use crate::registry::Digest;
 use crate::storage::error::{Result, StorageError};
 use crate::storage::fsutil::{create_dir_durable, lock_wait, sync_dir, try_lock};
@@ -141,25 +141,18 @@ impl BlobBackend for LocalBlobs {
                 Err(e) => Err(StorageError::io(format!("listing {}", dir.display()), e)),
             }
         };
-        let mut pending: Vec<Digest> = Vec::with_capacity(batch);
+        let mut batches = Batches::new(batch, f);
         for alg in list(&self.root)? {
             let alg_name = alg.file_name().to_string_lossy().into_owned();
             for prefix in list(&alg.path())? {
                 for file in list(&prefix.path())? {
                     let name = format!("{alg_name}:{}", file.file_name().to_string_lossy());
                     if let Ok(d) = name.parse::<Digest>() {
-                        pending.push(d);
-                    }
-                    if pending.len() >= batch {
-                        f(&pending)?;
-                        pending.clear();
+                        batches.push(d)?;
                     }
                 }
             }
         }
-        if !pending.is_empty() {
-            f(&pending)?;
-        }
-        Ok(())
+        batches.finish()
     }
 }

@@ -50,6 +50,43 @@ pub trait BlobBackend: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
 }
 
+/// Hands digests to a `for_each_batch` callback at most `size` at a time.
+pub(super) struct Batches<'a> {
+    pending: Vec<Digest>,
+    size: usize,
+    f: &'a mut dyn FnMut(&[Digest]) -> Result<()>,
+}
+
+impl<'a> Batches<'a> {
+    /// Batches of at most `size` (at least one) for `f`.
+    pub(super) fn new(size: usize, f: &'a mut dyn FnMut(&[Digest]) -> Result<()>) -> Self {
+        let size = size.max(1);
+        Batches {
+            pending: Vec::with_capacity(size),
+            size,
+            f,
+        }
+    }
+
+    /// Adds one digest, handing on a full batch.
+    pub(super) fn push(&mut self, digest: Digest) -> Result<()> {
+        self.pending.push(digest);
+        if self.pending.len() >= self.size {
+            (self.f)(&self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Hands on what is left.
+    pub(super) fn finish(self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        (self.f)(&self.pending)
+    }
+}
+
 /// A blob just placed, kept from garbage collection until dropped (link or hold it first).
 #[derive(Debug)]
 #[must_use = "drop it only once the blob is linked or held"]

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
 
-use super::{BlobBackend, Placed};
+use super::{Batches, BlobBackend, Placed};
 use crate::registry::Digest;
 use crate::storage::error::{Result, StorageError};
 use crate::storage::reader::{BlobReader, RemoteRead};
@@ -281,27 +281,14 @@ impl BlobBackend for ObjectBlobs {
     ) -> Result<()> {
         let prefix = ObjectPath::from("blobs");
         let mut listing = self.store.list(Some(&prefix));
-        let mut pending: Vec<Digest> = Vec::with_capacity(batch);
-        loop {
-            let next = self.run(listing.next())?;
-            match next {
-                Some(Ok(meta)) => {
-                    if let Some(d) = digest_of(&meta.location) {
-                        pending.push(d);
-                    }
-                }
-                Some(Err(e)) => return Err(remote("listing blobs", e)),
-                None => break,
-            }
-            if pending.len() >= batch {
-                f(&pending)?;
-                pending.clear();
+        let mut batches = Batches::new(batch, f);
+        while let Some(next) = self.run(listing.next())? {
+            let meta = next.map_err(|e| remote("listing blobs", e))?;
+            if let Some(d) = digest_of(&meta.location) {
+                batches.push(d)?;
             }
         }
-        if !pending.is_empty() {
-            f(&pending)?;
-        }
-        Ok(())
+        batches.finish()
     }
 }
 
