@@ -52,6 +52,26 @@ fn trust_cmd(args: &[&str]) -> Command {
     c
 }
 
+/// `trust-distribution --once` writing `registry`'s host directory under `certs` with `ca`.
+fn trust_with_ca(certs: &Path, registry: &str, ca: &Path) {
+    trust_once(&[
+        "--certs-dir",
+        s(certs),
+        "--registry",
+        registry,
+        "--ca-file",
+        s(ca),
+    ]);
+}
+
+/// Pulls through `certs` and checks containerd refused, its message containing `because`.
+fn assert_refused(ct: &Containerd, certs: &Path, reference: &str, because: &str) {
+    let out = pull(ct, certs, reference);
+    assert!(!out.status.success(), "pulled anyway: {}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(because), "refused for another reason: {err}");
+}
+
 /// Runs `trust-distribution --once` and fails the test unless it exits 0.
 fn trust_once(args: &[&str]) {
     let out = run_bounded(trust_cmd(args).arg("--once"), Duration::from_secs(30));
@@ -213,14 +233,7 @@ fn containerd_pulls_over_https_through_the_written_hosts_toml() {
     let reference = format!("{host}/trust/hello:v1");
 
     let (_node, certs) = node();
-    trust_once(&[
-        "--certs-dir",
-        s(&certs),
-        "--registry",
-        &host,
-        "--ca-file",
-        s(&p.ca),
-    ]);
+    trust_with_ca(&certs, &host, &p.ca);
     let dir = certs.join(&host);
     let hosts = read(&dir.join("hosts.toml"));
     assert!(hosts.starts_with(MARKER), "{hosts}");
@@ -252,22 +265,8 @@ fn containerd_pulls_over_https_through_the_written_hosts_toml() {
     let other = Ca::new("not the registry's CA");
     let (wrong_node, wrong) = node();
     let other_ca = other.write(wrong_node.path(), "other.crt");
-    trust_once(&[
-        "--certs-dir",
-        s(&wrong),
-        "--registry",
-        &host,
-        "--ca-file",
-        s(&other_ca),
-    ]);
-    let out = pull(&ct, &wrong, &reference);
-    assert!(
-        !out.status.success(),
-        "pulled with a wrong CA: {}",
-        text(&out)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("x509"), "refused for the certificate: {err}");
+    trust_with_ca(&wrong, &host, &other_ca);
+    assert_refused(&ct, &wrong, &reference, "x509");
 
     let out = pull(&ct, &certs, &reference);
     assert_pulled(&ct, &reg, &out, &dir, &image);
@@ -316,22 +315,8 @@ fn containerd_pulls_over_plain_http_through_the_written_hosts_toml() {
     // addresses, so that case would prove nothing here.)
     let (https_node, https) = node();
     let ca = Ca::new("some CA").write(https_node.path(), "ca.crt");
-    trust_once(&[
-        "--certs-dir",
-        s(&https),
-        "--registry",
-        &host,
-        "--ca-file",
-        s(&ca),
-    ]);
-    let out = pull(&ct, &https, &reference);
-    assert!(
-        !out.status.success(),
-        "https hosts.toml, plain registry: {}",
-        text(&out)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("HTTP response to HTTPS client"), "{err}");
+    trust_with_ca(&https, &host, &ca);
+    assert_refused(&ct, &https, &reference, "HTTP response to HTTPS client");
 
     let out = pull(&ct, &certs, &reference);
     assert_pulled(&ct, &reg, &out, &dir, &image);
