@@ -218,16 +218,7 @@ async fn read_at(st: &mut Follow, want: u64) -> std::io::Result<Bytes> {
                 .ok_or_else(|| std::io::Error::other("the download's bytes are gone"))?
         }
     };
-    let pos = st.sent;
-    let piece = match reader.read_cached(pos, want as usize) {
-        Some(b) => b,
-        None => {
-            let r = reader.clone();
-            web::block(move || r.read_exact_at(pos, want as usize))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))??
-        }
-    };
+    let piece = super::filestream::read_piece(&reader, st.sent, want as usize).await?;
     st.reader = Some(reader);
     Ok(piece)
 }

@@ -14,8 +14,13 @@ use crate::storage::BlobReader;
 /// smaller ones (64 KiB) cost more syscalls per byte again.
 const PIECE: usize = 112 * 1024;
 
-/// Reads `want` bytes at `pos` on the blocking pool (pages not yet in memory).
-async fn read_blocking(blob: BlobReader, pos: u64, want: usize) -> std::io::Result<Bytes> {
+/// Up to `want` bytes of `blob` at `pos`: from memory on this thread when they are there,
+/// else exactly `want` read on the blocking pool.
+pub(super) async fn read_piece(blob: &BlobReader, pos: u64, want: usize) -> std::io::Result<Bytes> {
+    if let Some(b) = blob.read_cached(pos, want) {
+        return Ok(b);
+    }
+    let blob = blob.clone();
     web::block(move || blob.read_exact_at(pos, want))
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?
@@ -47,12 +52,9 @@ pub fn blob_stream(
             return None;
         }
         let want = c.left.min(PIECE as u64) as usize;
-        let piece = match c.blob.read_cached(c.pos, want) {
-            Some(b) => b,
-            None => match read_blocking(c.blob.clone(), c.pos, want).await {
-                Ok(b) => b,
-                Err(e) => return Some((Err(e), None)),
-            },
+        let piece = match read_piece(&c.blob, c.pos, want).await {
+            Ok(b) => b,
+            Err(e) => return Some((Err(e), None)),
         };
         c.pos += piece.len() as u64;
         c.left -= piece.len() as u64;

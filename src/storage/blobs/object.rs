@@ -29,6 +29,8 @@ use crate::storage::reader::{BlobReader, RemoteRead};
 
 /// Bytes per uploaded part (object stores want parts of at least 5 MiB, but for the last).
 const PART: usize = 8 * 1024 * 1024;
+/// Bytes read from a staged file at a time (the upload gathers them into parts).
+const READ: usize = 1024 * 1024;
 /// Parts uploading at once per staged file: memory held is about this many parts.
 const PARTS_IN_FLIGHT: usize = 2;
 
@@ -146,13 +148,16 @@ impl ObjectBlobs {
         })
     }
 
+    /// The backend's runtime (gone only once the backend is being dropped).
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime> {
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| StorageError::Busy("the object store is shutting down".into()))
+    }
+
     /// Runs `f` to completion on the backend's runtime.
     pub(super) fn run<T>(&self, f: impl std::future::Future<Output = T>) -> Result<T> {
-        let rt = self
-            .runtime
-            .as_ref()
-            .ok_or_else(|| StorageError::Busy("the object store is shutting down".into()))?;
-        Ok(rt.block_on(f))
+        Ok(self.runtime()?.block_on(f))
     }
 
     /// Registers a claim on `digest` until the returned guard is dropped.
@@ -175,7 +180,8 @@ impl ObjectBlobs {
             .unwrap_or(true)
     }
 
-    /// Uploads the file at `staged` to `path` in parts, reading one part at a time.
+    /// Uploads the file at `staged` to `path` in parts, reading a little at a time; a failed
+    /// upload is aborted, so no uncommitted parts stay behind.
     async fn upload(&self, staged: &Path, path: &ObjectPath) -> Result<()> {
         let reading = "reading a staged blob";
         let mut file = File::open(staged).map_err(|e| StorageError::io(reading, e))?;
@@ -185,12 +191,16 @@ impl ObjectBlobs {
             .await
             .map_err(|e| remote("starting a blob upload", e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut buf = vec![0u8; PART];
+        let mut buf = vec![0u8; READ];
         loop {
-            let n = read_full(&mut file, &mut buf).map_err(|e| StorageError::io(reading, e))?;
-            if n == 0 {
-                break;
-            }
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(StorageError::io(reading, e));
+                }
+            };
             if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
                 let _ = writer.abort().await;
                 return Err(remote("uploading a blob", e));
@@ -203,18 +213,6 @@ impl ObjectBlobs {
             .map_err(|e| remote("finishing a blob upload", e))?;
         Ok(())
     }
-}
-
-/// Reads until `buf` is full or the file ends; the bytes read.
-fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..])? {
-            0 => break,
-            n => filled += n,
-        }
-    }
-    Ok(filled)
 }
 
 impl BlobBackend for ObjectBlobs {
@@ -230,14 +228,7 @@ impl BlobBackend for ObjectBlobs {
         let Some(len) = self.size(digest)? else {
             return Ok(None);
         };
-        let runtime = match &self.runtime {
-            Some(rt) => rt.handle().clone(),
-            None => {
-                return Err(StorageError::Busy(
-                    "the object store is shutting down".into(),
-                ))
-            }
-        };
+        let runtime = self.runtime()?.handle().clone();
         let object = RemoteObject {
             store: self.store.clone(),
             path: object_path(digest),
