@@ -52,6 +52,12 @@ fn try_push(c: &reqwest::blocking::Client, base: &str, tag: &str, img: &oci::Man
     r.is_ok_and(|r| r.status().as_u16() == 201)
 }
 
+/// A one-layer image of 20–200 kB, its layer drawn from `seed`.
+fn small_image(rng: &mut rand::rngs::StdRng, seed: u64) -> oci::Manifest {
+    let len = rng.random_range(20_000..200_000);
+    oci::image_with_layers(vec![oci::pseudo_random(len, seed)])
+}
+
 /// Pushes `count` images to the child (a pause between); records what was acknowledged.
 fn pusher(
     base: String,
@@ -67,10 +73,7 @@ fn pusher(
         if stop.load(Relaxed) {
             return;
         }
-        let img = oci::image_with_layers(vec![oci::pseudo_random(
-            rng.random_range(20_000..200_000),
-            seed ^ i,
-        )]);
+        let img = small_image(&mut rng, seed ^ i);
         let tag = format!("t{i}");
         if try_push(&c, &base, &tag, &img) {
             let blobs = img.blobs.iter().map(|b| b.digest.clone()).collect();
@@ -99,10 +102,7 @@ fn feeder(
         if stop.load(Relaxed) {
             return;
         }
-        let img = oci::image_with_layers(vec![oci::pseudo_random(
-            rng.random_range(20_000..200_000),
-            seed ^ i,
-        )]);
+        let img = small_image(&mut rng, seed ^ i);
         oci::push(&c, &parent, DOWN, &format!("t{i}"), &img);
         n.fed.fetch_add(1, Relaxed);
         let _ = c.post(format!("{child}/acr/v1/sync")).send();
