@@ -64,54 +64,44 @@ struct Expect {
 const ETC_CERTS: &str = "/etc/containerd/certs.d";
 const BASE_IMAGE: &str = "connected-registry:0.1.0";
 
+/// What every overlay keeps from the base unless it says otherwise.
+const BASE: Expect = Expect {
+    name: "",
+    tls: Tls::Off,
+    trust: None,
+    cluster_ip: None,
+    storage_class: None,
+    storage: "500Gi",
+    chunk_size_mb: 8,
+    image: BASE_IMAGE,
+    certs_dir: ETC_CERTS,
+};
+
 const OVERLAYS: &[Expect] = &[
     Expect {
         name: "http",
-        tls: Tls::Off,
-        trust: None,
-        cluster_ip: None,
-        storage_class: None,
-        storage: "500Gi",
-        chunk_size_mb: 8,
-        image: BASE_IMAGE,
-        certs_dir: ETC_CERTS,
+        ..BASE
     },
     Expect {
         name: "https-byoc",
         tls: Tls::Byoc,
-        trust: None,
-        cluster_ip: None,
-        storage_class: None,
-        storage: "500Gi",
-        chunk_size_mb: 8,
-        image: BASE_IMAGE,
-        certs_dir: ETC_CERTS,
+        ..BASE
     },
     Expect {
         name: "https-cert-manager",
         tls: Tls::CertManager,
-        trust: None,
         cluster_ip: Some("10.96.100.1"),
-        storage_class: None,
-        storage: "500Gi",
-        chunk_size_mb: 8,
-        image: BASE_IMAGE,
-        certs_dir: ETC_CERTS,
+        ..BASE
     },
     Expect {
         name: "trust-distribution",
         tls: Tls::Byoc,
         trust: Some(Trust::Ca),
         cluster_ip: Some("10.96.100.1"),
-        storage_class: None,
-        storage: "500Gi",
-        chunk_size_mb: 8,
-        image: BASE_IMAGE,
-        certs_dir: ETC_CERTS,
+        ..BASE
     },
     Expect {
         name: "k3s",
-        tls: Tls::Off,
         trust: Some(Trust::PlainHttp),
         cluster_ip: Some("10.43.100.1"),
         storage_class: Some("local-path"),
@@ -119,17 +109,15 @@ const OVERLAYS: &[Expect] = &[
         chunk_size_mb: 1,
         image: "registry.example.net/acr/connected-registry:0.1.0",
         certs_dir: "/var/lib/rancher/k3s/agent/etc/containerd/certs.d",
+        ..BASE
     },
     Expect {
         name: "arc",
         tls: Tls::CertManager,
         trust: Some(Trust::Ca),
         cluster_ip: Some("10.0.100.1"),
-        storage_class: None,
-        storage: "500Gi",
-        chunk_size_mb: 8,
         image: "myregistry.azurecr.io/acr/connected-registry:0.1.0",
-        certs_dir: ETC_CERTS,
+        ..BASE
     },
 ];
 
