@@ -460,10 +460,12 @@ impl Pusher {
     /// Uploads a blob the parent lacks, resuming from the parent's offset after a failure.
     async fn upload_blob(&self, repo: &RepoName, digest: Digest) -> Result<(), SyncError> {
         let key = upload_key(repo, &digest);
-        let mut turn = Some(self.take_turn().await?);
+        // The session opens before the blob waits for its turn, so its round trip overlaps
+        // the bytes of the blobs under way instead of leaving the link idle when one ends.
         let Some(mut session) = self.open_session(repo, &digest, &key).await? else {
             return Ok(());
         };
+        let mut turn = Some(self.take_turn().await?);
         let Some(blob) = local(|| self.store.open_blob(&digest))? else {
             return Err(SyncError::Invalid(format!("blob {digest} is missing here")));
         };
