@@ -13,7 +13,7 @@ use super::query::{percent_decode, Query};
 use super::route::Route;
 use super::{blocking, AppState};
 use crate::registry::{echo, ErrorCode, RepoName};
-use crate::storage::metadata::tag_list::TagEntry;
+use crate::storage::metadata::TagEntry;
 
 /// Page size when `n` is not given (ACR's default).
 const DEFAULT_PAGE: usize = 100;

@@ -257,7 +257,7 @@ async fn start_auth(
     let make = move || -> Result<Authenticator, crate::auth::AuthError> {
         let a = Authenticator::new(s.clone(), access.clone())?;
         if !access.insecure_no_auth && a.token_count() == 0 {
-            if let Some(path) = admin::bootstrap_admin(&s.meta, &data_dir)? {
+            if let Some(path) = admin::bootstrap_admin(&*s.meta, &data_dir)? {
                 tracing::warn!(
                     token = "admin",
                     password_file = %path.display(),

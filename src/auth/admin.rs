@@ -11,7 +11,7 @@ use super::snapshot::scope_map_from_row;
 use super::token::{parse_status, status_str, PasswordSlot, Token, SLOTS};
 use super::{password, AuthError};
 use crate::storage::fsutil::now_secs;
-use crate::storage::metadata::{Metadata, RecordSource, ScopeMapRow};
+use crate::storage::metadata::{MetadataStore, RecordSource, ScopeMapRow};
 
 /// RFC 3339 time (UTC, seconds) of Unix seconds.
 pub fn rfc3339(secs: i64) -> String {
@@ -115,7 +115,7 @@ pub fn scope_map_row(m: &ScopeMap, created: i64) -> Result<ScopeMapRow, AuthErro
 
 /// Stores a scope map made here, auditing the change from `old` (the stored row, if any).
 fn store_map(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     m: &ScopeMap,
     created: i64,
     old: Option<&ScopeMapRow>,
@@ -133,7 +133,7 @@ fn store_map(
 
 /// `scope-map create`.
 pub fn create_scope_map(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     groups: &[Vec<String>],
     description: Option<String>,
@@ -143,7 +143,7 @@ pub fn create_scope_map(
 }
 
 /// `scope-map delete`.
-pub fn delete_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+pub fn delete_scope_map(meta: &dyn MetadataStore, name: &str) -> Result<Value, AuthError> {
     let row = meta.scope_map(name)?;
     meta.delete_scope_map(name)?;
     let before = row.as_ref().map(MapRecord::from_row);
@@ -153,7 +153,7 @@ pub fn delete_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError>
 
 /// `scope-map update`.
 pub fn update_scope_map(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     add: &[Vec<String>],
     remove: &[Vec<String>],
@@ -171,7 +171,7 @@ pub fn update_scope_map(
 }
 
 /// `scope-map show`.
-pub fn show_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+pub fn show_scope_map(meta: &dyn MetadataStore, name: &str) -> Result<Value, AuthError> {
     let row = meta
         .scope_map(name)?
         .ok_or_else(|| AuthError::Invalid(format!("scope map '{name}' not found")))?;
@@ -179,7 +179,7 @@ pub fn show_scope_map(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
 }
 
 /// `scope-map list`.
-pub fn list_scope_maps(meta: &Metadata) -> Result<Value, AuthError> {
+pub fn list_scope_maps(meta: &dyn MetadataStore) -> Result<Value, AuthError> {
     let rows = meta.access_rows()?;
     let out: Result<Vec<Value>, AuthError> = rows
         .scope_maps
@@ -236,7 +236,7 @@ fn new_slot(name: &str, days: Option<u32>) -> Result<(PasswordSlot, String), Aut
 /// Stores a token made or changed here (`old` is its record before, if any) and returns the
 /// audit lines the change makes.
 fn store_token(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     t: &Token,
     old: Option<&TokenRecord>,
 ) -> Result<Vec<AccessChange>, AuthError> {
@@ -247,7 +247,7 @@ fn store_token(
 
 /// `token create`: both passwords generated and returned once.
 pub fn create_token(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     scope_map: &str,
     days: Option<u32>,
@@ -260,7 +260,7 @@ pub fn create_token(
 
 /// Makes a token; returns its view and the audit lines, for the caller to log.
 fn make_token(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     scope_map: &str,
     days: Option<u32>,
@@ -284,7 +284,7 @@ fn make_token(
     Ok((token_json(&t, &secrets), changes))
 }
 
-fn load_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
+fn load_token(meta: &dyn MetadataStore, name: &str) -> Result<Token, AuthError> {
     let row = meta
         .token(name)?
         .ok_or_else(|| AuthError::Invalid(format!("token '{name}' not found")))?;
@@ -303,7 +303,7 @@ pub fn local_only(kind: &str, name: &str, source: RecordSource) -> Result<(), Au
     }
 }
 
-fn load_local_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
+fn load_local_token(meta: &dyn MetadataStore, name: &str) -> Result<Token, AuthError> {
     let row = meta
         .token(name)?
         .ok_or_else(|| AuthError::Invalid(format!("token '{name}' not found")))?;
@@ -313,7 +313,7 @@ fn load_local_token(meta: &Metadata, name: &str) -> Result<Token, AuthError> {
 
 /// `token update`: scope map and/or status.
 pub fn update_token(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     scope_map: Option<&str>,
     status: Option<&str>,
@@ -332,7 +332,7 @@ pub fn update_token(
 
 /// `token credential generate`: regenerates one or both passwords; the others keep working.
 pub fn generate_credential(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     slots: &[&str],
     days: Option<u32>,
@@ -350,7 +350,7 @@ pub fn generate_credential(
 }
 
 /// `token delete`.
-pub fn delete_token(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+pub fn delete_token(meta: &dyn MetadataStore, name: &str) -> Result<Value, AuthError> {
     let row = meta.token(name)?;
     meta.delete_token(name)?;
     let before = row.as_ref().map(TokenRecord::from_row);
@@ -359,12 +359,12 @@ pub fn delete_token(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
 }
 
 /// `token show`.
-pub fn show_token(meta: &Metadata, name: &str) -> Result<Value, AuthError> {
+pub fn show_token(meta: &dyn MetadataStore, name: &str) -> Result<Value, AuthError> {
     Ok(token_json(&load_token(meta, name)?, &[]))
 }
 
 /// `token list`.
-pub fn list_tokens(meta: &Metadata) -> Result<Value, AuthError> {
+pub fn list_tokens(meta: &dyn MetadataStore) -> Result<Value, AuthError> {
     let rows = meta.access_rows()?;
     let out: Result<Vec<Value>, AuthError> = rows
         .tokens
@@ -377,7 +377,7 @@ pub fn list_tokens(meta: &Metadata) -> Result<Value, AuthError> {
 /// Creates the `admin` scope map (everything) and token on a fresh root with no tokens, writing
 /// password1 once to a 0600 file. Returns the file's path when it did.
 pub fn bootstrap_admin(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     data_dir: &std::path::Path,
 ) -> Result<Option<std::path::PathBuf>, AuthError> {
     if !meta.access_rows()?.tokens.is_empty() {

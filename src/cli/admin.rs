@@ -8,7 +8,7 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use connected_registry::auth::{admin, AuthError};
 use connected_registry::config;
-use connected_registry::storage::metadata::Metadata;
+use connected_registry::storage::metadata::{MetadataStore, SqliteMetadata};
 
 use super::fail;
 
@@ -145,7 +145,7 @@ pub enum TokenCmd {
     Credential(CredentialCmd),
 }
 
-pub(crate) fn open(d: &DataDir) -> Result<Metadata, AuthError> {
+pub(crate) fn open(d: &DataDir) -> Result<Box<dyn MetadataStore>, AuthError> {
     if d.output != "json" {
         return Err(AuthError::Invalid(format!(
             "unsupported --output '{}' (use json)",
@@ -156,14 +156,14 @@ pub(crate) fn open(d: &DataDir) -> Result<Metadata, AuthError> {
 }
 
 /// Opens the records whatever the output format (commands that print tables check it).
-pub(crate) fn open_any(d: &DataDir) -> Result<Metadata, AuthError> {
+pub(crate) fn open_any(d: &DataDir) -> Result<Box<dyn MetadataStore>, AuthError> {
     let dir = d
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir_for_this_user);
     std::fs::create_dir_all(&dir)
         .map_err(|e| AuthError::Internal(format!("{}: {e}", dir.display())))?;
-    Ok(Metadata::open(&dir)?)
+    Ok(Box::new(SqliteMetadata::open(&dir)?))
 }
 
 pub(crate) fn finish(r: Result<serde_json::Value, AuthError>, what: &str) -> ExitCode {
@@ -197,7 +197,7 @@ pub fn scope_map(d: DataDir, cmd: ScopeMapCmd) -> ExitCode {
             repository,
             description,
         } => finish(
-            admin::create_scope_map(&meta, &name, &repository, description),
+            admin::create_scope_map(&*meta, &name, &repository, description),
             &format!("scope map '{name}' created"),
         ),
         ScopeMapCmd::Update {
@@ -206,13 +206,13 @@ pub fn scope_map(d: DataDir, cmd: ScopeMapCmd) -> ExitCode {
             remove,
             description,
         } => finish(
-            admin::update_scope_map(&meta, &name, &add, &remove, description),
+            admin::update_scope_map(&*meta, &name, &add, &remove, description),
             &format!("scope map '{name}' updated"),
         ),
-        ScopeMapCmd::Show { name } => finish(admin::show_scope_map(&meta, &name), "ok"),
-        ScopeMapCmd::List => finish(admin::list_scope_maps(&meta), "ok"),
+        ScopeMapCmd::Show { name } => finish(admin::show_scope_map(&*meta, &name), "ok"),
+        ScopeMapCmd::List => finish(admin::list_scope_maps(&*meta), "ok"),
         ScopeMapCmd::Delete { name, .. } => finish(
-            admin::delete_scope_map(&meta, &name),
+            admin::delete_scope_map(&*meta, &name),
             &format!("scope map '{name}' deleted"),
         ),
     }
@@ -232,7 +232,7 @@ pub fn token(d: DataDir, cmd: TokenCmd) -> ExitCode {
             status,
         } => finish(
             admin::create_token(
-                &meta,
+                &*meta,
                 &name,
                 &scope_map,
                 expiration_in_days,
@@ -245,13 +245,13 @@ pub fn token(d: DataDir, cmd: TokenCmd) -> ExitCode {
             scope_map,
             status,
         } => finish(
-            admin::update_token(&meta, &name, scope_map.as_deref(), status.as_deref()),
+            admin::update_token(&*meta, &name, scope_map.as_deref(), status.as_deref()),
             &format!("token '{name}' updated"),
         ),
-        TokenCmd::Show { name } => finish(admin::show_token(&meta, &name), "ok"),
-        TokenCmd::List => finish(admin::list_tokens(&meta), "ok"),
+        TokenCmd::Show { name } => finish(admin::show_token(&*meta, &name), "ok"),
+        TokenCmd::List => finish(admin::list_tokens(&*meta), "ok"),
         TokenCmd::Delete { name, .. } => finish(
-            admin::delete_token(&meta, &name),
+            admin::delete_token(&*meta, &name),
             &format!("token '{name}' deleted"),
         ),
         TokenCmd::Credential(CredentialCmd::Generate {
@@ -265,7 +265,7 @@ pub fn token(d: DataDir, cmd: TokenCmd) -> ExitCode {
                 .filter_map(|(on, s)| on.then_some(s))
                 .collect();
             finish(
-                admin::generate_credential(&meta, &name, &slots, expiration_in_days),
+                admin::generate_credential(&*meta, &name, &slots, expiration_in_days),
                 &format!("new password(s) for token '{name}': {}", slots.join(", ")),
             )
         }

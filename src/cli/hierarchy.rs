@@ -193,7 +193,7 @@ pub fn run(data: DataDir, common: Common, cmd: CrCmd) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     let _ = (common.registry, common.yes);
-    let result = dispatch(&meta, cmd, offline_after);
+    let result = dispatch(&*meta, cmd, offline_after);
     match result {
         Ok(Printed::Resources(v)) => print(&output, &v),
         Ok(Printed::Settings(cs)) => {
@@ -226,7 +226,7 @@ enum Printed {
 }
 
 fn dispatch(
-    meta: &connected_registry::storage::metadata::Metadata,
+    meta: &dyn connected_registry::storage::MetadataStore,
     cmd: CrCmd,
     offline_after: Duration,
 ) -> Result<Printed, HierarchyError> {

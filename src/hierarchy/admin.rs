@@ -17,7 +17,7 @@ use crate::auth::model::ScopeMap;
 use crate::auth::token::Token;
 use crate::config::Mode;
 use crate::storage::fsutil::now_secs;
-use crate::storage::metadata::{HierarchyChange, Metadata, RecordSource, RegistryRow};
+use crate::storage::metadata::{HierarchyChange, MetadataStore, RecordSource, RegistryRow};
 
 /// `create`'s arguments.
 #[derive(Debug, Clone, Default)]
@@ -136,7 +136,7 @@ fn edit_list(
     Ok(())
 }
 
-fn check_client_tokens(meta: &Metadata, tokens: &[String]) -> Result<(), HierarchyError> {
+fn check_client_tokens(meta: &dyn MetadataStore, tokens: &[String]) -> Result<(), HierarchyError> {
     for t in tokens {
         let known = meta
             .token(t)?
@@ -193,7 +193,7 @@ fn dedup(list: &[String]) -> Vec<String> {
 
 /// `create`: the definition, its sync scope map and token (no password until `get-settings`),
 /// and its ancestors' permissions.
-pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
+pub fn create(meta: &dyn MetadataStore, spec: &Spec) -> Result<Value, HierarchyError> {
     super::definition::validate_name(&spec.name)?;
     let stored = Family::load(meta)?;
     let mut family = stored.clone();
@@ -263,7 +263,7 @@ pub fn create(meta: &Metadata, spec: &Spec) -> Result<Value, HierarchyError> {
 }
 
 /// `update`: sync properties, log level, client tokens, notifications and repositories.
-pub fn update(meta: &Metadata, name: &str, c: &Changes) -> Result<Value, HierarchyError> {
+pub fn update(meta: &dyn MetadataStore, name: &str, c: &Changes) -> Result<Value, HierarchyError> {
     let stored = Family::load(meta)?;
     let mut family = stored.clone();
     let mut d = family
@@ -339,7 +339,7 @@ fn edit_repositories(
 
 /// `repo --add/--remove`.
 pub fn repo(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     add: &[String],
     remove: &[String],
@@ -368,7 +368,7 @@ pub fn repo(
 /// `delete [--cleanup]`: a registry with children must lose them first. Returns the warning to
 /// print when the sync token and scope map were kept.
 pub fn delete(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     cleanup: bool,
 ) -> Result<Option<String>, HierarchyError> {
@@ -406,7 +406,7 @@ pub fn delete(
 
 /// `deactivate`: forgets the active instance, here and (through the configuration) at the
 /// registry's parent, so another instance may activate.
-pub fn deactivate(meta: &Metadata, name: &str) -> Result<Value, HierarchyError> {
+pub fn deactivate(meta: &dyn MetadataStore, name: &str) -> Result<Value, HierarchyError> {
     let stored = Family::load(meta)?;
     let mut family = stored.clone();
     let mut d = family
@@ -424,7 +424,7 @@ pub fn deactivate(meta: &Metadata, name: &str) -> Result<Value, HierarchyError> 
 
 /// `get-settings`: the connection string, with a new password when `generate` names a slot.
 pub fn get_settings(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     name: &str,
     generate: Option<u8>,
     protocol: &str,
@@ -486,7 +486,7 @@ pub fn get_settings(
 /// definitions, deleted ones, and every sync scope map brought in line with the tree, in one
 /// transaction with `change`.
 fn commit(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     stored: &Family,
     family: &Family,
     mut change: HierarchyChange,
@@ -576,14 +576,21 @@ pub fn resource(m: &Member, offline_after: Duration, now: i64) -> Value {
 }
 
 /// `show`.
-pub fn show(meta: &Metadata, name: &str, offline_after: Duration) -> Result<Value, HierarchyError> {
+pub fn show(
+    meta: &dyn MetadataStore,
+    name: &str,
+    offline_after: Duration,
+) -> Result<Value, HierarchyError> {
     let family = Family::load(meta)?;
     let m = family.get(name).ok_or_else(|| not_found(name))?;
     Ok(resource(m, offline_after, now_secs()))
 }
 
 /// `list`, in tree order (parents before their children).
-pub fn list(meta: &Metadata, offline_after: Duration) -> Result<Vec<Value>, HierarchyError> {
+pub fn list(
+    meta: &dyn MetadataStore,
+    offline_after: Duration,
+) -> Result<Vec<Value>, HierarchyError> {
     let family = Family::load(meta)?;
     let now = now_secs();
     Ok(family

@@ -102,7 +102,7 @@ fn receive(
     req: &ExchangeRequest,
     may_relay: impl Fn(&str) -> bool,
 ) -> Result<Vec<String>, HierarchyError> {
-    let meta = &store.meta;
+    let meta = &*store.meta;
     let family = Family::load(meta)?;
     let me = family.get(name).ok_or_else(|| {
         HierarchyError::NotFound(format!(
@@ -163,7 +163,7 @@ fn changes(
     req: &ExchangeRequest,
     repos: &[String],
 ) -> Result<ExchangeResponse, HierarchyError> {
-    let meta = &store.meta;
+    let meta = &*store.meta;
     let (h, a, _) = meta.change_counters()?;
     let generation = format!("{h}.{a}");
     let config = if req.generation.as_deref() == Some(generation.as_str()) {

@@ -10,7 +10,7 @@ use super::report::Report;
 use super::HierarchyError;
 use crate::auth::model::{Action, GatewayGrant, Grant, GATEWAY_ACTIONS};
 use crate::config::Mode;
-use crate::storage::metadata::{Metadata, RecordSource, RegistryRow};
+use crate::storage::metadata::{MetadataStore, RecordSource, RegistryRow};
 
 /// Which instance of a registry is active, as its parent records it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,7 +68,7 @@ pub fn repo_actions(mode: Mode) -> Vec<Action> {
 impl Family {
     /// Reads every stored registry (an unreadable definition is an error: it would otherwise
     /// silently drop a registry and its descendants from the tree).
-    pub fn load(meta: &Metadata) -> Result<Family, HierarchyError> {
+    pub fn load(meta: &dyn MetadataStore) -> Result<Family, HierarchyError> {
         Family::from_rows(&meta.connected_registries()?)
     }
 

@@ -172,7 +172,7 @@ impl Link {
             let store = svc.store.clone();
             let t = tree.clone();
             let applied = blocking(&store, move |s| -> Result<Vec<String>, String> {
-                let warnings = t.apply(&s.meta).map_err(|e| e.to_string())?;
+                let warnings = t.apply(&*s.meta).map_err(|e| e.to_string())?;
                 let text = serde_json::to_string(&t).map_err(|e| e.to_string())?;
                 s.meta
                     .set_sync_state(&StateKey::HierarchyTree, Some(&text))
@@ -329,7 +329,7 @@ fn error_message(body: &[u8]) -> Option<String> {
 
 /// What this registry knows of its descendants, for its parent.
 fn relayed(store: &Store, own: &str) -> Vec<Relayed> {
-    let Ok(family) = Family::load(&store.meta) else {
+    let Ok(family) = Family::load(&*store.meta) else {
         return Vec::new();
     };
     let now = now_secs();

@@ -13,7 +13,7 @@ use super::definition::{sync_token_name, Definition};
 use super::family::Family;
 use super::HierarchyError;
 use crate::storage::metadata::{
-    HierarchyChange, Metadata, RecordSource, RegistryRow, ScopeMapRow, TokenRow,
+    HierarchyChange, MetadataStore, RecordSource, RegistryRow, ScopeMapRow, TokenRow,
 };
 
 /// A scope map as it travels.
@@ -64,7 +64,7 @@ fn json(text: &str) -> serde_json::Value {
 
 impl Tree {
     /// The tree for `name` from what this registry knows; `None` when it does not know `name`.
-    pub fn for_child(meta: &Metadata, name: &str) -> Result<Option<Tree>, HierarchyError> {
+    pub fn for_child(meta: &dyn MetadataStore, name: &str) -> Result<Option<Tree>, HierarchyError> {
         let family = Family::load(meta)?;
         let Some(me) = family.get(name) else {
             return Ok(None);
@@ -139,7 +139,7 @@ impl Tree {
     /// Stores the tree at the registry it is for, in one transaction: definitions, and the
     /// records in force or relayed; received records no longer sent are deleted; a local record
     /// with the same name is kept (and named in the returned warnings).
-    pub fn apply(&self, meta: &Metadata) -> Result<Vec<String>, HierarchyError> {
+    pub fn apply(&self, meta: &dyn MetadataStore) -> Result<Vec<String>, HierarchyError> {
         let mut warnings = Vec::new();
         let mut change = HierarchyChange::default();
         let now = crate::storage::fsutil::now_secs();

@@ -51,16 +51,16 @@ impl Store {
         client: &str,
         caps: &SessionCaps,
     ) -> Result<String> {
-        self.uploads.start(&self.meta, repo, client, caps)
+        self.uploads.start(&*self.meta, repo, client, caps)
     }
 
     /// The upload session `id` of `repo`, reloaded if the process restarted since it began.
     pub fn upload_session(&self, repo: &RepoName, id: &str) -> Result<SessionHandle> {
-        self.uploads.session(&self.meta, repo, id)
+        self.uploads.session(&*self.meta, repo, id)
     }
 
     /// Deletes upload sessions idle for longer than `max_age_secs`; how many.
     pub fn expire_uploads(&self, max_age_secs: u64) -> Result<usize> {
-        self.uploads.expire(&self.meta, max_age_secs)
+        self.uploads.expire(&*self.meta, max_age_secs)
     }
 }

@@ -22,7 +22,7 @@ impl Store {
         expected: &Digest,
     ) -> Result<u64> {
         self.uploads
-            .finish_oneshot(&self.meta, self.blobs.as_ref(), repo, writer, expected)
+            .finish_oneshot(&*self.meta, self.blobs.as_ref(), repo, writer, expected)
     }
 
     /// Verifies upload session `id` and links it into `repo`; the size.
@@ -33,13 +33,19 @@ impl Store {
         session: &mut Option<BlobWriter>,
         expected: &Digest,
     ) -> Result<u64> {
-        self.uploads
-            .finish(&self.meta, self.blobs.as_ref(), repo, id, session, expected)
+        self.uploads.finish(
+            &*self.meta,
+            self.blobs.as_ref(),
+            repo,
+            id,
+            session,
+            expected,
+        )
     }
 
     /// Cancels upload session `id` and deletes its data.
     pub fn cancel_upload(&self, id: &str, session: &mut Option<BlobWriter>) {
-        self.uploads.cancel(&self.meta, id, session);
+        self.uploads.cancel(&*self.meta, id, session);
     }
 
     /// Verifies a finished download and moves it into the blob store, held until a repository
@@ -59,6 +65,6 @@ impl Store {
     /// Links a stored blob into `repo` if its file is there; the size when it was.
     pub fn link_stored(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         self.meta
-            .link_if_present(repo, digest, || self.blobs.size(digest))
+            .link_if_present(repo, digest, &mut || self.blobs.size(digest))
     }
 }

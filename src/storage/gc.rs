@@ -110,7 +110,7 @@ impl Store {
             self.meta.idle_uploads(cutoff)?.len() as u64
         } else {
             self.uploads
-                .expire(&self.meta, o.upload_max_age.as_secs())? as u64
+                .expire(&*self.meta, o.upload_max_age.as_secs())? as u64
         };
         let idle_before = SystemTime::now()
             .checked_sub(o.grace)
@@ -137,7 +137,7 @@ impl Store {
             } else {
                 let (n, b) = self
                     .meta
-                    .sweep_blobs(batch, now, |d| self.blobs.remove(d))?;
+                    .sweep_blobs(batch, now, &mut |d| self.blobs.remove(d))?;
                 blobs += n;
                 bytes += b;
             }

@@ -1,4 +1,4 @@
-//! The crash-safe content store: blob files, upload sessions and SQLite metadata.
+//! The crash-safe content store: blobs, upload sessions and metadata.
 //!
 //! Nothing here knows about HTTP. `Store` bundles the parts one data directory holds.
 
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::{BlobBackend, BlobLocation, LocalBlobs, Placed};
 pub use error::{Result, StorageError};
 pub use gc::{GcLock, GcOptions, GcReport};
-pub use metadata::{Metadata, Origin};
+pub use metadata::{MetadataStore, Origin, SqliteMetadata};
 pub use partial::Partials;
 pub use reader::BlobReader;
 pub use uploads::Uploads;
@@ -33,7 +33,7 @@ pub struct Store {
     /// Blob files (callers go through `Store`'s blob operations).
     blobs: Box<dyn BlobBackend>,
     /// Metadata database.
-    pub meta: Metadata,
+    pub meta: Box<dyn MetadataStore>,
     /// Upload sessions.
     uploads: Uploads,
     /// Downloads from the parent in progress.
@@ -50,7 +50,7 @@ impl Store {
     /// left behind.
     pub fn open_with(data_dir: &Path, blobs: &BlobLocation) -> Result<Self> {
         let store = Self::open_beside_with(data_dir, blobs)?;
-        let orphans = store.uploads.remove_orphans(&store.meta)?;
+        let orphans = store.uploads.remove_orphans(&*store.meta)?;
         if orphans > 0 {
             tracing::info!(
                 orphans,
@@ -75,7 +75,7 @@ impl Store {
         fsutil::create_dir_durable(data_dir)?;
         check_writable(data_dir)?;
         let blobs = blobs.open(data_dir)?;
-        let meta = Metadata::open(data_dir)?;
+        let meta: Box<dyn MetadataStore> = Box::new(SqliteMetadata::open(data_dir)?);
         let uploads = Uploads::open(data_dir)?;
         let partials = Partials::open(data_dir)?;
         Ok(Store {

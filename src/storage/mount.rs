@@ -18,12 +18,12 @@ impl Store {
         &self,
         target: &RepoName,
         digest: &Digest,
-        readable: impl FnMut(&str) -> bool,
+        mut readable: impl FnMut(&str) -> bool,
     ) -> Result<Option<String>> {
         if self.blobs.size(digest)?.is_none() {
             return Ok(None);
         }
-        let found = self.meta.link_from_first(target, digest, readable)?;
+        let found = self.meta.link_from_first(target, digest, &mut readable)?;
         Ok(found.map(|(from, _)| from))
     }
 }

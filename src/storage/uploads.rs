@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::blobs::BlobBackend;
 use super::error::{Result, StorageError};
 use super::fsutil::{create_dir_durable, now_secs};
-use super::metadata::Metadata;
+use super::metadata::MetadataStore;
 use super::writer::BlobWriter;
 use crate::registry::{Algorithm, Digest, RepoName};
 
@@ -87,7 +87,7 @@ impl Uploads {
     /// says enough sessions are open. The new session starts parked (no descriptor held).
     pub fn start(
         &self,
-        meta: &Metadata,
+        meta: &dyn MetadataStore,
         repo: &RepoName,
         client: &str,
         caps: &SessionCaps,
@@ -112,7 +112,12 @@ impl Uploads {
     }
 
     /// The session `id` of `repo`, reloaded from disk if the process restarted since.
-    pub fn session(&self, meta: &Metadata, repo: &RepoName, id: &str) -> Result<SessionHandle> {
+    pub fn session(
+        &self,
+        meta: &dyn MetadataStore,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<SessionHandle> {
         // Ids are UUIDs we made; anything else never reaches the filesystem.
         if uuid::Uuid::parse_str(id).is_err() {
             return Err(StorageError::UploadUnknown);
@@ -134,7 +139,7 @@ impl Uploads {
     /// Completes a session: verifies the digest, makes the blob durable and links it to `repo`.
     pub fn finish(
         &self,
-        meta: &Metadata,
+        meta: &dyn MetadataStore,
         blobs: &dyn BlobBackend,
         repo: &RepoName,
         id: &str,
@@ -157,11 +162,11 @@ impl Uploads {
     }
 
     /// Cancels a session and deletes its data.
-    pub fn cancel(&self, meta: &Metadata, id: &str, writer: &mut Option<BlobWriter>) {
+    pub fn cancel(&self, meta: &dyn MetadataStore, id: &str, writer: &mut Option<BlobWriter>) {
         self.forget(meta, id, writer);
     }
 
-    fn forget(&self, meta: &Metadata, id: &str, writer: &mut Option<BlobWriter>) {
+    fn forget(&self, meta: &dyn MetadataStore, id: &str, writer: &mut Option<BlobWriter>) {
         if let Some(w) = writer.take() {
             w.discard();
         }
@@ -182,7 +187,7 @@ impl Uploads {
     /// Verifies a one-shot upload and stores it; the temp file is removed on any failure.
     pub fn finish_oneshot(
         &self,
-        meta: &Metadata,
+        meta: &dyn MetadataStore,
         blobs: &dyn BlobBackend,
         repo: &RepoName,
         mut writer: BlobWriter,
@@ -198,7 +203,7 @@ impl Uploads {
     }
 
     /// Removes files no session owns (one-shot leftovers, crashes between file and row).
-    pub fn remove_orphans(&self, meta: &Metadata) -> Result<usize> {
+    pub fn remove_orphans(&self, meta: &dyn MetadataStore) -> Result<usize> {
         let live: std::collections::HashSet<String> = meta.all_uploads()?.into_iter().collect();
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| StorageError::io("listing upload files", e))?;
@@ -218,7 +223,7 @@ impl Uploads {
     }
 
     /// Deletes sessions idle for longer than `max_age_secs`; busy ones are left for next time.
-    pub fn expire(&self, meta: &Metadata, max_age_secs: u64) -> Result<usize> {
+    pub fn expire(&self, meta: &dyn MetadataStore, max_age_secs: u64) -> Result<usize> {
         let cutoff = now_secs().saturating_sub(max_age_secs as i64);
         let mut expired = 0;
         for id in meta.idle_uploads(cutoff)? {
@@ -244,7 +249,7 @@ impl Uploads {
 /// Moves a verified upload into place and links it into `repo`. The writer's claim on the file
 /// keeps garbage collection away in between, and lapses when the writer goes (after the link).
 fn place_and_link(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     blobs: &dyn BlobBackend,
     repo: &RepoName,
     writer: &BlobWriter,

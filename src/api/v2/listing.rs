@@ -7,7 +7,7 @@ use super::super::error::{ApiError, ApiResult};
 use super::super::query::Query;
 use super::super::{blocking, AppState};
 use crate::registry::{ErrorCode, RepoName};
-use crate::storage::Metadata;
+use crate::storage::MetadataStore;
 
 /// Largest page a client may ask for.
 const MAX_PAGE: usize = 10_000;
@@ -73,7 +73,7 @@ pub async fn tags(
 /// read in batches of the page size, so a page costs about its own size wherever it starts, not
 /// the rest of the catalog after it.
 fn visible_names(
-    meta: &Metadata,
+    meta: &dyn MetadataStore,
     want: Option<usize>,
     mut last: Option<String>,
     visible: impl Fn(&str) -> bool,
@@ -103,7 +103,7 @@ pub async fn catalog(
 ) -> ApiResult<HttpResponse> {
     let (n, last) = page(q)?;
     let items = blocking(&state.store, move |s| {
-        visible_names(&s.meta, n.map(|n| n + 1), last, visible)
+        visible_names(&*s.meta, n.map(|n| n + 1), last, visible)
     })
     .await?;
     let (repos, link) = paginate(items, n, "/v2/_catalog");
@@ -115,9 +115,10 @@ mod tests {
     use super::*;
 
     /// Repositories `a` to `h`, each with a manifest (the catalog lists only those).
-    fn catalog_of_eight() -> (tempfile::TempDir, Metadata) {
+    fn catalog_of_eight() -> (tempfile::TempDir, crate::storage::SqliteMetadata) {
         let tmp = tempfile::TempDir::new().unwrap_or_else(|e| panic!("{e}"));
-        let meta = Metadata::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
+        let meta =
+            crate::storage::SqliteMetadata::open(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
         let c = rusqlite::Connection::open(tmp.path().join("registry.db"))
             .unwrap_or_else(|e| panic!("{e}"));
         for (id, name) in ('a'..='h').enumerate() {

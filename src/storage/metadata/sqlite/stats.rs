@@ -1,22 +1,12 @@
 //! Content figures for monitoring: how many blobs, manifests and upload sessions there are.
 
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::storage::error::Result;
+use crate::storage::metadata::ContentCounts;
 
-/// What the store holds, counted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ContentCounts {
-    /// Distinct blobs linked into any repository.
-    pub blobs: u64,
-    /// Distinct manifests stored.
-    pub manifests: u64,
-    /// Upload sessions open.
-    pub uploads: u64,
-}
-
-impl Metadata {
+impl SqliteMetadata {
     /// Counts blobs, manifests and upload sessions (three aggregate queries, one snapshot).
-    pub fn content_counts(&self) -> Result<ContentCounts> {
+    pub(super) fn content_counts(&self) -> Result<ContentCounts> {
         self.read(|c| {
             let (b, m, u): (i64, i64, i64) = c.query_row(
                 "SELECT (SELECT count(DISTINCT digest) FROM blob_links),

@@ -2,18 +2,17 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::events::Origin;
 use super::manifests::{delete_tag_row, manifest_gone, set_tag_row, tag_target, TagTarget};
 use super::repos::repo_id;
-use super::state_key::{StateKey, StatePrefix};
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::{Digest, RepoName, Tag};
 use crate::storage::error::Result;
 use crate::storage::fsutil::now_secs;
+use crate::storage::metadata::{Origin, StateKey, StatePrefix};
 
-impl Metadata {
+impl SqliteMetadata {
     /// Every tag of `repo` with the digest it points at, sorted by tag; empty when unknown.
-    pub fn tag_digests(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {
+    pub(super) fn tag_digests(&self, repo: &RepoName) -> Result<Vec<(String, String)>> {
         self.read(|c| {
             let Some(id) = repo_id(c, repo)? else {
                 return Ok(Vec::new());
@@ -27,7 +26,7 @@ impl Metadata {
 
     /// Removes a repository with its tags, manifests and blob links (blob files stay for other
     /// repositories); every tag and manifest removal is logged. False when it did not exist.
-    pub fn delete_repository_as(&self, origin: Origin, repo: &RepoName) -> Result<bool> {
+    pub(super) fn delete_repository_as(&self, origin: Origin, repo: &RepoName) -> Result<bool> {
         self.write(|tx| {
             let Some(id) = repo_id(tx, repo)? else {
                 return Ok(false);
@@ -60,7 +59,7 @@ impl Metadata {
 
     /// Points `tag` at a manifest already stored in `repo`; false when the manifest is not
     /// there. A tag already pointing at it is left alone (no event).
-    pub fn set_tag_as(
+    pub(super) fn set_tag_as(
         &self,
         origin: Origin,
         repo: &RepoName,
@@ -72,7 +71,7 @@ impl Metadata {
 
     /// `set_tag_as`, but only while the tag still points at `expected` (`None`: absent), so a
     /// client's move made meanwhile is never overwritten; false when it moved.
-    pub fn set_tag_if(
+    pub(super) fn set_tag_if(
         &self,
         origin: Origin,
         repo: &RepoName,
@@ -131,7 +130,7 @@ impl Metadata {
     }
 
     /// Repositories that link `digest` (candidates to mount it from at the parent).
-    pub fn repos_linking(&self, digest: &Digest) -> Result<Vec<String>> {
+    pub(super) fn repos_linking(&self, digest: &Digest) -> Result<Vec<String>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT r.name FROM blob_links b JOIN repositories r ON r.id = b.repo_id
@@ -143,7 +142,7 @@ impl Metadata {
     }
 
     /// Bytes of blobs that client manifest pushes of `repo` after event `after` reference.
-    pub fn outbox_bytes(&self, repo: &str, after: i64) -> Result<u64> {
+    pub(super) fn outbox_bytes(&self, repo: &str, after: i64) -> Result<u64> {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT COALESCE(SUM(b.size), 0) + COALESCE((SELECT SUM(size) FROM events
@@ -160,14 +159,14 @@ impl Metadata {
     }
 
     /// The newest event's sequence number (0 with none): a cheap check for new events.
-    pub fn newest_event_seq(&self) -> Result<i64> {
+    pub(super) fn newest_event_seq(&self) -> Result<i64> {
         self.read(
             |c| Ok(c.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?),
         )
     }
 
     /// A value of the sync state table (status snapshot, per-repository records, requests).
-    pub fn sync_state(&self, key: &StateKey<'_>) -> Result<Option<String>> {
+    pub(super) fn sync_state(&self, key: &StateKey<'_>) -> Result<Option<String>> {
         let key = key.as_key();
         self.read(|c| {
             Ok(
@@ -181,7 +180,7 @@ impl Metadata {
 
     /// The keys of the sync state table in the `prefix` family, as the names after the prefix
     /// (repositories), with their values.
-    pub fn sync_state_prefixed(&self, prefix: StatePrefix) -> Result<Vec<(String, String)>> {
+    pub(super) fn sync_state_prefixed(&self, prefix: StatePrefix) -> Result<Vec<(String, String)>> {
         let prefix = prefix.as_str();
         let rows: Vec<(String, String)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
@@ -197,7 +196,7 @@ impl Metadata {
     }
 
     /// Sets (or with `None` removes) a value of the sync state table.
-    pub fn set_sync_state(&self, key: &StateKey<'_>, value: Option<&str>) -> Result<()> {
+    pub(super) fn set_sync_state(&self, key: &StateKey<'_>, value: Option<&str>) -> Result<()> {
         let key = key.as_key();
         self.write(|tx| {
             match value {
@@ -214,7 +213,7 @@ impl Metadata {
 
     /// Increments a counter in the sync state table and returns its new value (used by
     /// `connected-registry sync now`, which a running server notices).
-    pub fn bump_sync_counter(&self, key: &StateKey<'_>) -> Result<i64> {
+    pub(super) fn bump_sync_counter(&self, key: &StateKey<'_>) -> Result<i64> {
         let key = key.as_key();
         self.write(|tx| {
             let current: Option<String> = tx

@@ -2,41 +2,14 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::events::{append, EventAction, NewEvent, Origin};
+use super::events::{append, NewEvent};
 use super::refs::{blobs_referenced, release_refs, tags_changed};
 use super::repos::{ensure_repo, linked_size, repo_id};
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::{Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::storage::error::{Result, StorageError};
 use crate::storage::fsutil::now_secs;
-
-/// A stored manifest as served to clients.
-#[derive(Debug, Clone)]
-pub struct ManifestRecord {
-    /// Digest of the exact bytes.
-    pub digest: String,
-    /// Media type it was pushed with.
-    pub media_type: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// The bytes, when asked for (GET), or `None` (HEAD).
-    pub body: Option<Vec<u8>>,
-}
-
-/// One entry of a referrers response.
-#[derive(Debug, Clone)]
-pub struct Referrer {
-    /// Digest of the referring manifest.
-    pub digest: String,
-    /// Its media type.
-    pub media_type: String,
-    /// Its size.
-    pub size: u64,
-    /// Its artifact type (artifactType, else the config media type).
-    pub artifact_type: Option<String>,
-    /// Its annotations as a JSON object string.
-    pub annotations: Option<String>,
-}
+use crate::storage::metadata::{EventAction, ManifestRecord, Origin, Referrer};
 
 /// Digest a tag points at.
 pub(super) fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<Option<String>> {
@@ -47,24 +20,10 @@ pub(super) fn tag_target(conn: &Connection, repo_id: i64, tag: &str) -> Result<O
         .optional()?)
 }
 
-impl Metadata {
-    /// Stores a validated manifest and points `tags` at it, all in one durable transaction.
-    ///
-    /// Every blob the manifest needs must already be linked in the repository; index children
-    /// may be missing (sparse indexes).
-    pub fn put_manifest(
-        &self,
-        repo: &RepoName,
-        digest: &Digest,
-        manifest: &ParsedManifest,
-        body: &[u8],
-        tags: &[Tag],
-    ) -> Result<()> {
-        self.put_manifest_as(Origin::Client, repo, digest, manifest, body, tags)
-    }
-
-    /// `put_manifest`, recording who made the change in the event log.
-    pub fn put_manifest_as(
+impl SqliteMetadata {
+    /// Stores a validated manifest and points `tags` at it in one durable transaction, recording
+    /// who made the change in the event log.
+    pub(super) fn put_manifest_as(
         &self,
         origin: Origin,
         repo: &RepoName,
@@ -150,7 +109,7 @@ impl Metadata {
     }
 
     /// Looks a manifest up by tag or digest; with `with_body` the bytes are read too.
-    pub fn manifest(
+    pub(super) fn manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
@@ -187,13 +146,8 @@ impl Metadata {
         })
     }
 
-    /// Deletes a manifest and every tag pointing at it.
-    pub fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        self.delete_manifest_as(Origin::Client, repo, digest)
-    }
-
-    /// `delete_manifest`, recording who made the change in the event log.
-    pub fn delete_manifest_as(
+    /// Deletes a manifest and every tag pointing at it, recording who did in the event log.
+    pub(super) fn delete_manifest_as(
         &self,
         origin: Origin,
         repo: &RepoName,
@@ -223,13 +177,8 @@ impl Metadata {
         })
     }
 
-    /// Deletes one tag, leaving the manifest in place.
-    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<()> {
-        self.delete_tag_as(Origin::Client, repo, tag)
-    }
-
-    /// `delete_tag`, recording who made the change in the event log.
-    pub fn delete_tag_as(&self, origin: Origin, repo: &RepoName, tag: &Tag) -> Result<()> {
+    /// Deletes one tag (the manifest stays), recording who did in the event log.
+    pub(super) fn delete_tag_as(&self, origin: Origin, repo: &RepoName, tag: &Tag) -> Result<()> {
         self.write(|tx| {
             let unknown = || StorageError::ManifestUnknown(tag.to_string());
             let id = repo_id(tx, repo)?.ok_or_else(unknown)?;
@@ -239,7 +188,7 @@ impl Metadata {
     }
 
     /// Tags of a repository in lexical order, after `last`, at most `n`.
-    pub fn tags(
+    pub(super) fn tags(
         &self,
         repo: &RepoName,
         n: Option<usize>,
@@ -257,7 +206,7 @@ impl Metadata {
     }
 
     /// Manifests in `repo` whose subject is `subject`, optionally of one artifact type.
-    pub fn referrers(
+    pub(super) fn referrers(
         &self,
         repo: &RepoName,
         subject: &Digest,

@@ -3,23 +3,10 @@
 use rusqlite::params;
 
 use super::repos::repo_id;
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::RepoName;
 use crate::storage::error::{Result, StorageError};
-
-/// One tag of a listing page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagEntry {
-    /// The tag.
-    pub name: String,
-    /// Digest of the manifest it points at.
-    pub digest: String,
-    /// Unix time the tagged manifest arrived in the repository: the schema keeps no time per
-    /// tag creation, so this is the closest record (the tag's own time if the row is missing).
-    pub created: i64,
-    /// Unix time the tag was last pointed (or re-pointed) at a manifest.
-    pub updated: i64,
-}
+use crate::storage::metadata::TagEntry;
 
 /// The page query. The tags primary key `(repo_id, name)` both finds the start after `last` and
 /// gives the order, and the manifest is found by its primary key, so a page costs its own rows.
@@ -27,9 +14,14 @@ const PAGE_SQL: &str = "SELECT t.name, t.digest, t.updated, COALESCE(m.created, 
      FROM tags t LEFT JOIN manifests m ON m.repo_id = t.repo_id AND m.digest = t.digest
      WHERE t.repo_id = ?1 AND t.name > ?2 ORDER BY t.name LIMIT ?3";
 
-impl Metadata {
+impl SqliteMetadata {
     /// Up to `n` tags of `repo` after `last` by name; `NameUnknown` for an unknown repository.
-    pub fn tag_page(&self, repo: &RepoName, n: usize, last: Option<&str>) -> Result<Vec<TagEntry>> {
+    pub(super) fn tag_page(
+        &self,
+        repo: &RepoName,
+        n: usize,
+        last: Option<&str>,
+    ) -> Result<Vec<TagEntry>> {
         self.read(|c| {
             let id = repo_id(c, repo)?.ok_or(StorageError::NameUnknown)?;
             let mut stmt = c.prepare_cached(PAGE_SQL)?;
@@ -53,7 +45,7 @@ mod tests {
     use super::*;
 
     /// Repository `app` (id 1) with tags b → m1 and a, c → m2; `c`'s manifest row is missing.
-    fn seed(meta: &Metadata) {
+    fn seed(meta: &SqliteMetadata) {
         meta.write(|tx| {
             tx.execute_batch(
                 "INSERT INTO repositories (id, name, created) VALUES (1, 'app', 0), (2, 'empty', 0);

@@ -2,29 +2,14 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::RepoName;
 use crate::storage::error::Result;
+use crate::storage::metadata::RepoSummary;
 
-/// What a repository holds and when it last changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoSummary {
-    /// Unix time the repository was created.
-    pub created: i64,
-    /// Unix time of its newest change (its creation when the event log keeps none).
-    pub updated: i64,
-    /// Manifests it holds, tagged or not (referrers included).
-    pub manifests: u64,
-    /// Tags it holds.
-    pub tags: u64,
-    /// Sequence of its newest event: it changes with every manifest or tag change and never
-    /// comes back, so a child that saw the same value knows nothing changed in between.
-    pub last_event: i64,
-}
-
-impl Metadata {
+impl SqliteMetadata {
     /// The summary of `repo`, `None` when it does not exist.
-    pub fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>> {
+    pub(super) fn repo_summary(&self, repo: &RepoName) -> Result<Option<RepoSummary>> {
         self.read(|c| summary(c, repo))
     }
 }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::refs::link_touched;
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::{Digest, RepoName};
 use crate::storage::error::Result;
 use crate::storage::fsutil::now_secs;
@@ -61,11 +61,11 @@ pub(super) fn linked_size(conn: &Connection, repo_id: i64, digest: &Digest) -> R
         .map(|s| s as u64))
 }
 
-impl Metadata {
+impl SqliteMetadata {
     /// Lets `repo` serve the blob if `present` (run under the write lock, which garbage
     /// collection also takes to delete a file) finds its file; the size when it did. So a link
     /// never points at a file a collection pass removed meanwhile.
-    pub fn link_if_present(
+    pub(super) fn link_if_present(
         &self,
         repo: &RepoName,
         digest: &Digest,
@@ -82,13 +82,13 @@ impl Metadata {
 
     /// Lets `repo` serve a blob whose file the caller has just placed and still claims (see
     /// `BlobBackend::place`), so no collection pass can have removed it.
-    pub fn link_placed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
+    pub(super) fn link_placed(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
         self.write(|tx| insert_link(tx, repo, digest, size))
     }
 
     /// Holds a blob a download has just placed (and still claims) until `until` (Unix
     /// seconds) or its first link, whichever comes first.
-    pub fn hold_blob(&self, digest: &Digest, until: i64) -> Result<()> {
+    pub(super) fn hold_blob(&self, digest: &Digest, until: i64) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached(
                 "INSERT INTO blob_holds (digest, keep_until) VALUES (?1, ?2)
@@ -100,7 +100,7 @@ impl Metadata {
     }
 
     /// Links `digest` into `target` when `from` links it, in one transaction; the size when it did.
-    pub fn link_from(
+    pub(super) fn link_from(
         &self,
         target: &RepoName,
         from: &RepoName,
@@ -120,7 +120,7 @@ impl Metadata {
 
     /// Links `digest` into `target` from the first repository (by name) that links it and that
     /// `accept` approves, in one transaction; that repository and the size when it did.
-    pub fn link_from_first(
+    pub(super) fn link_from_first(
         &self,
         target: &RepoName,
         digest: &Digest,
@@ -150,7 +150,7 @@ impl Metadata {
     }
 
     /// Size of the blob if `repo` may serve it.
-    pub fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+    pub(super) fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         self.read(|c| match repo_id(c, repo)? {
             Some(id) => linked_size(c, id, digest),
             None => Ok(None),
@@ -158,7 +158,7 @@ impl Metadata {
     }
 
     /// Removes the blob from `repo`; false when it was not linked there.
-    pub fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    pub(super) fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         self.write(|tx| {
             let Some(id) = repo_id(tx, repo)? else {
                 return Ok(false);
@@ -172,12 +172,12 @@ impl Metadata {
     }
 
     /// True when the repository exists (has ever held content).
-    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+    pub(super) fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         self.read(|c| Ok(repo_id(c, repo)?.is_some()))
     }
 
     /// Repositories holding at least one manifest, sorted, after `last`, at most `n`.
-    pub fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Vec<String>> {
+    pub(super) fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Vec<String>> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT name FROM repositories r

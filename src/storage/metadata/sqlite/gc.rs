@@ -3,13 +3,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::events::Origin;
 use super::manifests::manifest_gone;
 use super::refs::release_refs;
-use super::state_key::StateKey;
-use super::Metadata;
+use super::SqliteMetadata;
 use crate::registry::{Digest, RepoName};
 use crate::storage::error::{Result, StorageError};
+use crate::storage::metadata::{Origin, StateKey};
 
 /// Rows changed per write transaction, so clients' writes interleave with a long pass.
 const BATCH: i64 = 256;
@@ -80,12 +79,17 @@ fn blob_kept(c: &Connection, digest: &str, now: i64, lapse_cutoff: Option<i64>) 
     )
 }
 
-impl Metadata {
+impl SqliteMetadata {
     /// Deletes manifests untagged since `cutoff` or earlier that no index of their repository
     /// lists, whose subject is gone (signatures stay with their image) and, with
     /// `keep_outbox`, that push-up has sent; logged as garbage collection's. With `dry_run` only
     /// counts them (without the cascade to index children). Returns how many.
-    pub fn expire_untagged(&self, cutoff: i64, keep_outbox: bool, dry_run: bool) -> Result<u64> {
+    pub(super) fn expire_untagged(
+        &self,
+        cutoff: i64,
+        keep_outbox: bool,
+        dry_run: bool,
+    ) -> Result<u64> {
         if dry_run {
             return self.read(|c| {
                 let all = expired_untagged(c, cutoff, -1)?;
@@ -127,7 +131,7 @@ impl Metadata {
 
     /// Removes links no manifest of their repository has referenced since `cutoff` or earlier;
     /// with `dry_run` only counts them. Returns how many.
-    pub fn lapse_links(&self, cutoff: i64, dry_run: bool) -> Result<u64> {
+    pub(super) fn lapse_links(&self, cutoff: i64, dry_run: bool) -> Result<u64> {
         if dry_run {
             return self.read(|c| {
                 Ok(c.query_row(
@@ -158,7 +162,7 @@ impl Metadata {
     /// In one write transaction, calls `remove` for each of `digests` that no link keeps and no
     /// download holds at `now`; `remove` deletes the file and says how many bytes it freed
     /// (`None`: it was gone already). Returns the blobs and bytes freed.
-    pub fn sweep_blobs(
+    pub(super) fn sweep_blobs(
         &self,
         digests: &[Digest],
         now: i64,
@@ -183,7 +187,7 @@ impl Metadata {
 
     /// Which of `digests` a pass that lapses links unreferenced since `lapse_cutoff` would
     /// free at `now` (for a dry run).
-    pub fn blobs_unkept(
+    pub(super) fn blobs_unkept(
         &self,
         digests: &[Digest],
         now: i64,
@@ -198,7 +202,7 @@ impl Metadata {
     }
 
     /// Forgets download holds that ended at `now` or before.
-    pub fn drop_expired_holds(&self, now: i64) -> Result<()> {
+    pub(super) fn drop_expired_holds(&self, now: i64) -> Result<()> {
         self.write(|tx| {
             tx.execute("DELETE FROM blob_holds WHERE keep_until <= ?1", [now])?;
             Ok(())
