@@ -9,6 +9,9 @@ PACKAGES=(
   ca-certificates curl jq iproute2 mount uidmap
   skopeo podman docker.io containerd docker-registry nginx prometheus
   qemu-user-static binfmt-support kubectl
+  # The PostgreSQL metadata backend's tests start a real server with their own data directory
+  # (src/testing.rs); ensure_packages keeps the package from starting a system one.
+  postgresql
 )
 
 # shellcheck source=scripts/deps.sh

@@ -166,7 +166,7 @@ impl From<StorageError> for ApiError {
                 msg,
             )
             .with_header("Retry-After", "5"),
-            S::Io { .. } | S::Sqlite(_) | S::Corrupt(_) | S::Config(_) => {
+            S::Io { .. } | S::Sqlite(_) | S::Postgres(_) | S::Corrupt(_) | S::Config(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::internal(msg)
             }

@@ -20,8 +20,9 @@ use crate::sync::policy::{FilePolicy, PolicyFile};
 
 /// Blocking threads per HTTP worker (file reads, fsync, SQLite).
 const BLOCKING_THREADS: usize = 12;
-/// How often the server checks for access-control changes.
-const ACCESS_POLL: Duration = Duration::from_secs(2);
+/// How often the server checks for access-control changes (made by a management command or
+/// another replica): often enough that a change is in force everywhere within two seconds.
+const ACCESS_POLL: Duration = Duration::from_secs(1);
 use crate::storage::uploads::SessionCaps;
 use crate::storage::Store;
 
@@ -65,8 +66,8 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
         Some(t) => Some((t.listen, tls::server_config(&t.cert, &t.key)?)),
         None => None,
     };
-    let (dir, blobs) = (settings.data_dir.clone(), settings.blob_store.clone());
-    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, &blobs))
+    let (dir, backends) = (settings.data_dir.clone(), settings.backends.clone());
+    let store = tokio::task::spawn_blocking(move || Store::open_with(&dir, &backends))
         .await
         .map_err(|e| ServeError::Run(std::io::Error::other(e.to_string())))?
         .map_err(|source| ServeError::Store {
@@ -147,7 +148,8 @@ pub async fn run(mut settings: Settings) -> Result<(), ServeError> {
     tracing::info!(
         listeners = %listeners.join(" "),
         data_dir = %settings.data_dir.display(),
-        blob_store = %settings.blob_store,
+        blob_store = %settings.backends.blobs,
+        metadata = %settings.backends.metadata,
         version = env!("CARGO_PKG_VERSION"),
         "connected-registry serving"
     );

@@ -374,16 +374,8 @@ pub fn list_tokens(meta: &dyn MetadataStore) -> Result<Value, AuthError> {
     Ok(Value::Array(out?))
 }
 
-/// Creates the `admin` scope map (everything) and token on a fresh root with no tokens, writing
-/// password1 once to a 0600 file. Returns the file's path when it did.
-pub fn bootstrap_admin(
-    meta: &dyn MetadataStore,
-    data_dir: &std::path::Path,
-) -> Result<Option<std::path::PathBuf>, AuthError> {
-    if !meta.access_rows()?.tokens.is_empty() {
-        return Ok(None);
-    }
-    let path = data_dir.join("admin-password");
+/// Creates the `admin` scope map (unless present) and token; the token as `make_token` shows it.
+fn create_admin(meta: &dyn MetadataStore) -> Result<Value, AuthError> {
     if meta.scope_map("admin")?.is_none() {
         let all: Vec<String> = std::iter::once("*".to_owned())
             .chain(ALL_ACTIONS.iter().map(|a| a.to_string()))
@@ -393,7 +385,26 @@ pub fn bootstrap_admin(
         let m = ScopeMap::new("admin", Some(description.into()), grants(&[all])?)?;
         meta.put_scope_map(&scope_map_row(&m, now_secs())?, true)?;
     }
-    let (created, _) = make_token(meta, "admin", "admin", None, None)?;
+    Ok(make_token(meta, "admin", "admin", None, None)?.0)
+}
+
+/// Creates the `admin` scope map (everything) and token on a fresh root with no tokens (once
+/// among replicas starting together), writing password1 once to a 0600 file. Returns the file's
+/// path when it did.
+pub fn bootstrap_admin(
+    meta: &dyn MetadataStore,
+    data_dir: &std::path::Path,
+) -> Result<Option<std::path::PathBuf>, AuthError> {
+    if !meta.access_rows()?.tokens.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join("admin-password");
+    let created = match create_admin(meta) {
+        Ok(c) => c,
+        // Replicas starting together on empty shared metadata: one of them made it first.
+        Err(_) if !meta.access_rows()?.tokens.is_empty() => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let secret = created["credentials"]["passwords"][0]["value"]
         .as_str()
         .unwrap_or_default()

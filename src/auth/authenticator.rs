@@ -102,7 +102,7 @@ impl Authenticator {
     pub fn new(store: Arc<Store>, access: Access) -> Result<Self, AuthError> {
         let mut cache_secret = [0u8; 32];
         password::random_bytes(&mut cache_secret)?;
-        let keys = Keys::load_or_create(&store.root.join("auth"))?;
+        let keys = Keys::load_or_create(&*store.meta, &store.root.join("auth"))?;
         let a = Authenticator {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             records: Mutex::new(None),

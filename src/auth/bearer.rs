@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::password::random_bytes;
 use super::scope::ScopeEntry;
 use super::AuthError;
+use crate::storage::metadata::Secrets;
 
 /// Issuer written into and required from every token.
 pub const ISSUER: &str = "connected-registry";
@@ -44,6 +45,11 @@ pub struct Claims {
     pub access: Vec<ScopeEntry>,
 }
 
+/// Name of the signing key among the shared secrets.
+const SECRET_NAME: &str = "token-signing-key";
+/// Where versions before shared metadata kept the key, under `<data-dir>/auth`.
+const LEGACY_FILE: &str = "token-signing.key";
+
 /// The signing key.
 pub struct Keys {
     encoding: EncodingKey,
@@ -51,12 +57,12 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// Loads `<dir>/token-signing.key`, creating it (0600, 32 random bytes) when absent.
-    pub fn load_or_create(dir: &Path) -> Result<Self, AuthError> {
-        let path = dir.join("token-signing.key");
-        let io = |e: std::io::Error| AuthError::Internal(format!("{}: {e}", path.display()));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let key = match std::fs::read(&path) {
+    /// The registry's signing key, kept in its metadata so every replica signs and verifies
+    /// alike: 32 random bytes made by the first start, or, on a registry an earlier version
+    /// started, its key file `<legacy_dir>/token-signing.key` (so its tokens stay valid).
+    pub fn load_or_create(meta: &dyn Secrets, legacy_dir: &Path) -> Result<Self, AuthError> {
+        let path = legacy_dir.join(LEGACY_FILE);
+        let fresh = match std::fs::read(&path) {
             Ok(k) if k.len() >= 32 => k,
             Ok(_) => {
                 return Err(AuthError::Internal(format!(
@@ -67,11 +73,16 @@ impl Keys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut k = vec![0u8; 32];
                 random_bytes(&mut k)?;
-                write_private(&path, &k).map_err(io)?;
                 k
             }
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(AuthError::Internal(format!("{}: {e}", path.display()))),
         };
+        let key = meta.secret_or_insert(SECRET_NAME, &fresh)?;
+        if key.len() < 32 {
+            return Err(AuthError::Internal(
+                "the stored token signing key is too short".into(),
+            ));
+        }
         Ok(Keys::from_secret(&key))
     }
 

@@ -8,7 +8,9 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use connected_registry::auth::{admin, AuthError};
 use connected_registry::config;
-use connected_registry::storage::metadata::{MetadataStore, SqliteMetadata};
+use connected_registry::storage::metadata::MetadataStore;
+
+use super::backends::BackendArgs;
 
 use super::fail;
 
@@ -21,6 +23,8 @@ pub struct DataDir {
     /// Output format: json; `connected-registry` also prints table and tsv.
     #[arg(long, short = 'o', default_value = "json", global = true)]
     pub(crate) output: String,
+    #[command(flatten)]
+    backends: BackendArgs,
 }
 
 /// `scope-map` subcommands.
@@ -161,9 +165,14 @@ pub(crate) fn open_any(d: &DataDir) -> Result<Box<dyn MetadataStore>, AuthError>
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir_for_this_user);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| AuthError::Internal(format!("{}: {e}", dir.display())))?;
-    Ok(Box::new(SqliteMetadata::open(&dir)?))
+    let b = &d.backends;
+    let backends = config::resolve_backends(b.blob_store.clone(), b.metadata.clone())
+        .map_err(|e| AuthError::Invalid(e.to_string()))?;
+    if !backends.metadata.is_shared() {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| AuthError::Internal(format!("{}: {e}", dir.display())))?;
+    }
+    Ok(backends.metadata.open(&dir)?)
 }
 
 pub(crate) fn finish(r: Result<serde_json::Value, AuthError>, what: &str) -> ExitCode {

@@ -15,6 +15,7 @@ use connected_registry::storage::Store;
 use connected_registry::sync::policy::hub::Flags;
 use connected_registry::sync::policy::{FilePolicy, PolicyFile, PolicyHub, SyncPolicy};
 
+use super::backends::BackendArgs;
 use super::fail;
 
 /// `gc` subcommands.
@@ -33,10 +34,8 @@ pub struct RunArgs {
     /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
     #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME")]
     data_dir: Option<PathBuf>,
-    /// Where blobs are kept: az://<container> (Azure Blob Storage, account from AZURE_*), or
-    /// data-dir [default: data-dir].
-    #[arg(long, env = "CONNECTED_REGISTRY_BLOB_STORE")]
-    blob_store: Option<String>,
+    #[command(flatten)]
+    backends: BackendArgs,
     /// The TOML configuration file `serve` uses (its `[gc]` table).
     #[arg(long, env = "CONNECTED_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
@@ -64,7 +63,8 @@ fn pass(args: RunArgs) -> Result<String, String> {
     let env = |k: &str| std::env::var(k).ok();
     let settings = Settings::resolve(Overrides {
         data_dir: args.data_dir,
-        blob_store: args.blob_store,
+        blob_store: args.backends.blob_store,
+        metadata: args.backends.metadata,
         config_file: args.config,
         upload_max_age: args.upload_max_age,
         mode: args.mode,
@@ -78,7 +78,7 @@ fn pass(args: RunArgs) -> Result<String, String> {
         settings.data_dir.clone()
     };
     let store =
-        Store::open_beside_with(&data_dir, &settings.blob_store).map_err(|e| e.to_string())?;
+        Store::open_beside_with(&data_dir, &settings.backends).map_err(|e| e.to_string())?;
     let (policy, has_parent) = policy_in_force(&store, &settings)?;
     let options = gc::options(&policy, settings.upload_max_age, has_parent, args.dry_run);
     let report = match gc::run_pass(&store, &options, false) {

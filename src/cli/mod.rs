@@ -1,6 +1,7 @@
 //! Subcommands of the `connected-registry` binary.
 
 pub mod admin;
+pub mod backends;
 pub mod edge;
 pub mod gc;
 pub mod health;

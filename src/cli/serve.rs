@@ -9,6 +9,7 @@ use connected_registry::api::server;
 use connected_registry::config::iot_edge::ModuleEnv;
 use connected_registry::config::{self, logging, Overrides, Settings};
 
+use super::backends::BackendArgs;
 use super::fail;
 
 /// Flags of `serve`; each also reads the environment variable named.
@@ -20,10 +21,8 @@ pub struct ServeArgs {
     /// Data directory [default: $ACR_REGISTRY_DATA_VOLUME, else /var/acr/data, else ./data].
     #[arg(long, env = "ACR_REGISTRY_DATA_VOLUME")]
     data_dir: Option<PathBuf>,
-    /// Where blobs are kept: az://<container> (Azure Blob Storage, account from AZURE_*), or
-    /// data-dir [default: data-dir].
-    #[arg(long, env = "CONNECTED_REGISTRY_BLOB_STORE")]
-    blob_store: Option<String>,
+    #[command(flatten)]
+    backends: BackendArgs,
     /// Optional TOML configuration file.
     #[arg(long, env = "CONNECTED_REGISTRY_CONFIG")]
     config: Option<PathBuf>,
@@ -79,7 +78,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let mut settings = match Settings::resolve(Overrides {
         listen: args.listen,
         data_dir: args.data_dir,
-        blob_store: args.blob_store,
+        blob_store: args.backends.blob_store,
+        metadata: args.backends.metadata,
         config_file: args.config,
         log_level: args.log_level,
         upload_max_age: args.upload_max_age,

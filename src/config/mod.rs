@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::storage::BlobLocation;
+use crate::storage::Backends;
 
 pub use connection::ConnectionString;
 pub use duration::parse_duration;
@@ -81,6 +81,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--blob-store` or `CONNECTED_REGISTRY_BLOB_STORE`.
     pub blob_store: Option<String>,
+    /// `--metadata` or `CONNECTED_REGISTRY_METADATA`.
+    pub metadata: Option<String>,
     /// `--config`.
     pub config_file: Option<PathBuf>,
     /// `--log-level`.
@@ -132,6 +134,7 @@ struct ServerSection {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     blob_store: Option<String>,
+    metadata: Option<String>,
     log_level: Option<String>,
     upload_max_age: Option<String>,
     shutdown_timeout: Option<String>,
@@ -163,8 +166,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Where blobs are kept (the data directory unless `blob_store` says otherwise).
-    pub blob_store: BlobLocation,
+    /// Where blobs and metadata are kept (the data directory unless `blob_store` or `metadata`
+    /// says otherwise).
+    pub backends: Backends,
     /// Log level, if set anywhere (else `RUST_LOG` or Information).
     pub log_level: Option<String>,
     /// Log level given on the command line or in the environment: it wins over the module twin
@@ -305,20 +309,14 @@ impl Settings {
                 .or(file.login_server.clone())
                 .filter(|s| !s.trim().is_empty()),
         };
-        let blob_store = match o.blob_store.or(file.blob_store.clone()) {
-            Some(s) => s.parse().map_err(|message| ConfigError::Value {
-                key: "blob_store",
-                message,
-            })?,
-            None => BlobLocation::DataDir,
-        };
+        let backends = backends(o.blob_store, o.metadata, file)?;
         let configured_dir = o.data_dir.or(file.data_dir.clone());
         let data_dir_is_default = configured_dir.is_none();
         Ok(Settings {
             listen,
             data_dir: configured_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             data_dir_is_default,
-            blob_store,
+            backends,
             log_level,
             log_level_flag,
             upload_max_age: duration_setting(
@@ -403,6 +401,41 @@ fn tls_settings(o: &Overrides, file: &ServerSection) -> Result<Option<TlsSetting
         key,
         listen: address("tls_listen", &listen_s)?,
     }))
+}
+
+/// Where blobs and metadata are kept: the flag or environment, else the `[server]` table, else
+/// the data directory.
+fn backends(
+    blob_store: Option<String>,
+    metadata: Option<String>,
+    file: &ServerSection,
+) -> Result<Backends, ConfigError> {
+    resolve_backends(
+        blob_store.or(file.blob_store.clone()),
+        metadata.or(file.metadata.clone()),
+    )
+}
+
+/// Parses `--blob-store` and `--metadata` (absent: the data directory), for commands that
+/// read no config file.
+pub fn resolve_backends(
+    blob_store: Option<String>,
+    metadata: Option<String>,
+) -> Result<Backends, ConfigError> {
+    let mut b = Backends::default();
+    if let Some(s) = blob_store {
+        b.blobs = s.parse().map_err(|message| ConfigError::Value {
+            key: "blob_store",
+            message,
+        })?;
+    }
+    if let Some(s) = metadata {
+        b.metadata = s.parse().map_err(|message| ConfigError::Value {
+            key: "metadata",
+            message,
+        })?;
+    }
+    Ok(b)
 }
 
 fn duration_setting(

@@ -54,9 +54,10 @@ impl Store {
         let until = now_secs() + DOWNLOAD_HOLD_SECS;
         // The partial file's writer claims it (see `Partials::writer`) until `finish` returns,
         // so the hold is in place before collection could take the blob.
+        // Held before it is placed: other replicas' collection passes cannot see the claim.
         self.partials.finish(writer, digest, |path| {
-            let placed = self.blobs.place(path, digest)?;
             self.meta.hold_blob(digest, until)?;
+            let placed = self.blobs.place(path, digest)?;
             drop(placed);
             Ok(())
         })

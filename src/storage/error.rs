@@ -19,6 +19,9 @@ pub enum StorageError {
     /// The metadata database failed.
     #[error("metadata database error: {0}")]
     Sqlite(rusqlite::Error),
+    /// The PostgreSQL metadata database failed (or could not be reached).
+    #[error("metadata database error: {}", postgres_detail(.0))]
+    Postgres(postgres::Error),
     /// The database exists but is not one we can use.
     #[error("metadata database is corrupt or not ours: {0}")]
     Corrupt(String),
@@ -116,5 +119,27 @@ impl From<rusqlite::Error> for StorageError {
             }
             _ => StorageError::Sqlite(e),
         }
+    }
+}
+
+impl From<postgres::Error> for StorageError {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        match e.code() {
+            Some(c) if *c == SqlState::DISK_FULL => StorageError::NoSpace,
+            Some(c) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+                StorageError::Corrupt(postgres_detail(&e))
+            }
+            _ => StorageError::Postgres(e),
+        }
+    }
+}
+
+/// The client's error with its cause: its own message is only the kind ("db error"), while the
+/// server's message (or the I/O error) that says what went wrong is the cause.
+fn postgres_detail(e: &postgres::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
     }
 }

@@ -20,10 +20,20 @@ use std::path::{Path, PathBuf};
 pub use blobs::{BlobBackend, BlobLocation, LocalBlobs, Placed};
 pub use error::{Result, StorageError};
 pub use gc::{GcLock, GcOptions, GcReport};
-pub use metadata::{MetadataStore, Origin, SqliteMetadata};
+pub use metadata::{MetadataLocation, MetadataStore, Origin, SqliteMetadata};
 pub use partial::Partials;
 pub use reader::BlobReader;
 pub use uploads::Uploads;
+
+/// Where a registry's blobs and metadata are kept: both in the data directory by default, or
+/// on backends several replicas share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backends {
+    /// Where blobs are kept (`--blob-store`).
+    pub blobs: BlobLocation,
+    /// Where metadata is kept (`--metadata`).
+    pub metadata: MetadataLocation,
+}
 
 /// Everything stored under one data directory.
 #[derive(Debug)]
@@ -43,14 +53,15 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the store in `data_dir` and tidies what a crash left behind.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        Self::open_with(data_dir, &BlobLocation::DataDir)
+        Self::open_with(data_dir, &Backends::default())
     }
 
-    /// Opens the store in `data_dir` with its blobs kept at `blobs`, and tidies what a crash
-    /// left behind.
-    pub fn open_with(data_dir: &Path, blobs: &BlobLocation) -> Result<Self> {
-        let store = Self::open_beside_with(data_dir, blobs)?;
-        let orphans = store.uploads.remove_orphans(&*store.meta)?;
+    /// Opens the store in `data_dir` with its blobs and metadata kept on `backends`, and tidies
+    /// what a crash left behind.
+    pub fn open_with(data_dir: &Path, backends: &Backends) -> Result<Self> {
+        let store = Self::open_beside_with(data_dir, backends)?;
+        let shared = backends.metadata.is_shared();
+        let orphans = store.uploads.remove_orphans(&*store.meta, shared)?;
         if orphans > 0 {
             tracing::info!(
                 orphans,
@@ -63,20 +74,20 @@ impl Store {
     /// Opens the store in `data_dir` without tidying, for a command that runs beside a server
     /// on the same directory (whose one-request uploads in flight look like leftovers).
     pub fn open_beside(data_dir: &Path) -> Result<Self> {
-        Self::open_beside_with(data_dir, &BlobLocation::DataDir)
+        Self::open_beside_with(data_dir, &Backends::default())
     }
 
-    /// `open_beside` with the blobs kept at `blobs`.
-    pub fn open_beside_with(data_dir: &Path, blobs: &BlobLocation) -> Result<Self> {
+    /// `open_beside` with the blobs and metadata kept on `backends`.
+    pub fn open_beside_with(data_dir: &Path, backends: &Backends) -> Result<Self> {
         // Absolute from here on, so the directory stays the same whatever the process does later
         // and every log line and message names it unambiguously.
         let data_dir = &std::path::absolute(data_dir)
             .map_err(|e| StorageError::io(format!("resolving {}", data_dir.display()), e))?;
         fsutil::create_dir_durable(data_dir)?;
         check_writable(data_dir)?;
-        let blobs = blobs.open(data_dir)?;
-        let meta: Box<dyn MetadataStore> = Box::new(SqliteMetadata::open(data_dir)?);
-        let uploads = Uploads::open(data_dir)?;
+        let blobs = backends.blobs.open(data_dir)?;
+        let meta = backends.metadata.open(data_dir)?;
+        let uploads = Uploads::open(data_dir, backends.metadata.is_shared())?;
         let partials = Partials::open(data_dir)?;
         Ok(Store {
             root: data_dir.to_path_buf(),

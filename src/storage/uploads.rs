@@ -66,16 +66,24 @@ const ONESHOT_PREFIX: &str = "tmp-";
 pub struct Uploads {
     dir: PathBuf,
     open: Mutex<HashMap<String, SessionHandle>>,
+    /// Whether other replicas share the metadata and blobs: their collection passes cannot see
+    /// this process's claims, so a blob is held in the metadata before it is placed.
+    shared: bool,
 }
 
+/// How long a blob being placed by an upload is held in shared metadata before its link (the
+/// link follows at once; this only matters when the process stops in between).
+const UPLOAD_HOLD_SECS: i64 = 3600;
+
 impl Uploads {
-    /// Opens the uploads directory.
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    /// Opens the uploads directory; `shared` when other replicas share the backends.
+    pub fn open(data_dir: &Path, shared: bool) -> Result<Self> {
         let dir = data_dir.join("uploads");
         create_dir_durable(&dir)?;
         Ok(Uploads {
             dir,
             open: Mutex::new(HashMap::new()),
+            shared,
         })
     }
 
@@ -156,7 +164,7 @@ impl Uploads {
             }
             Err(e) => return Err(e),
         };
-        place_and_link(meta, blobs, repo, w, expected, size)?;
+        self.place_and_link(meta, blobs, repo, w, expected, size)?;
         self.forget(meta, id, writer);
         Ok(size)
     }
@@ -194,7 +202,8 @@ impl Uploads {
         expected: &Digest,
     ) -> Result<u64> {
         let result = writer.verify(expected).and_then(|size| {
-            place_and_link(meta, blobs, repo, &writer, expected, size).map(|_| size)
+            self.place_and_link(meta, blobs, repo, &writer, expected, size)
+                .map(|_| size)
         });
         if result.is_err() {
             writer.discard();
@@ -202,8 +211,10 @@ impl Uploads {
         result
     }
 
-    /// Removes files no session owns (one-shot leftovers, crashes between file and row).
-    pub fn remove_orphans(&self, meta: &dyn MetadataStore) -> Result<usize> {
+    /// Removes files no session owns (one-shot leftovers, crashes between file and row), and,
+    /// unless the metadata is `shared` with other replicas (whose sessions have no file here),
+    /// the rows of sessions whose file is gone.
+    pub fn remove_orphans(&self, meta: &dyn MetadataStore, shared: bool) -> Result<usize> {
         let live: std::collections::HashSet<String> = meta.all_uploads()?.into_iter().collect();
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| StorageError::io("listing upload files", e))?;
@@ -214,7 +225,7 @@ impl Uploads {
                 removed += 1;
             }
         }
-        for id in live {
+        for id in live.into_iter().filter(|_| !shared) {
             if !self.path(&id).exists() {
                 meta.delete_upload(&id)?;
             }
@@ -244,25 +255,30 @@ impl Uploads {
         }
         Ok(expired)
     }
-}
 
-/// Moves a verified upload into place and links it into `repo`. The writer's claim on the file
-/// keeps garbage collection away in between, and lapses when the writer goes (after the link).
-fn place_and_link(
-    meta: &dyn MetadataStore,
-    blobs: &dyn BlobBackend,
-    repo: &RepoName,
-    writer: &BlobWriter,
-    digest: &Digest,
-    size: u64,
-) -> Result<()> {
-    if !writer.claim() {
-        return Err(StorageError::Busy(
-            "the upload is being written elsewhere".into(),
-        ));
+    /// Moves a verified upload into place and links it into `repo`. The writer's claim on the
+    /// file keeps this process's collection away in between; with shared backends a hold in the
+    /// metadata, written before the blob is placed, keeps every replica's away.
+    fn place_and_link(
+        &self,
+        meta: &dyn MetadataStore,
+        blobs: &dyn BlobBackend,
+        repo: &RepoName,
+        writer: &BlobWriter,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        if !writer.claim() {
+            return Err(StorageError::Busy(
+                "the upload is being written elsewhere".into(),
+            ));
+        }
+        if self.shared {
+            meta.hold_blob(digest, now_secs() + UPLOAD_HOLD_SECS)?;
+        }
+        let placed = blobs.place(writer.path(), digest)?;
+        meta.link_placed(repo, digest, size)?;
+        drop(placed);
+        Ok(())
     }
-    let placed = blobs.place(writer.path(), digest)?;
-    meta.link_placed(repo, digest, size)?;
-    drop(placed);
-    Ok(())
 }

@@ -276,7 +276,10 @@ fn dead_credentials(reg: &common::Registry) -> Vec<(String, Cred)> {
 /// A correctly signed token that expired a while ago.
 fn expired_bearer(reg: &common::Registry) -> String {
     use connected_registry::auth::bearer::{Claims, Keys};
-    let keys = Keys::load_or_create(&reg.data.join("auth")).unwrap_or_else(|e| panic!("{e}"));
+    let meta = connected_registry::storage::SqliteMetadata::open(&reg.data)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let keys =
+        Keys::load_or_create(&meta, &reg.data.join("auth")).unwrap_or_else(|e| panic!("{e}"));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

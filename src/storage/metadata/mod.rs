@@ -2,17 +2,21 @@
 //! log, sync state, access records and the tree of connected registries.
 //!
 //! The seam is a set of traits split by concern (`Content`, `Listings`, `EventLog`,
-//! `UploadSessions`, `SyncState`, `AccessRecords`, `Hierarchy`, `Collection`), gathered in
+//! `UploadSessions`, `SyncState`, `AccessRecords`, `Hierarchy`, `Collection`, `Secrets`), gathered in
 //! `MetadataStore`; callers never see SQL. Each call is one transaction, so a multi-step change
 //! cannot be left half-done. Two implementations: SQLite in the data directory (the embedded
 //! default, `sqlite`) and PostgreSQL shared by several replicas (`postgres`).
 
 mod access;
 mod collection;
+#[cfg(test)]
+mod conformance;
 mod content;
 mod events;
 mod hierarchy;
+mod location;
 pub mod postgres;
+mod secrets;
 pub mod sqlite;
 mod state;
 mod state_key;
@@ -25,6 +29,8 @@ pub use content::{
 };
 pub use events::{Event, EventAction, EventLog, Origin};
 pub use hierarchy::{Hierarchy, HierarchyChange, RegistryRow};
+pub use location::MetadataLocation;
+pub use secrets::Secrets;
 pub use sqlite::SqliteMetadata;
 pub use state::SyncState;
 pub use state_key::{StateKey, StatePrefix};
@@ -42,6 +48,7 @@ pub trait MetadataStore:
     + AccessRecords
     + Hierarchy
     + Collection
+    + Secrets
     + Send
     + Sync
     + std::fmt::Debug

@@ -102,15 +102,18 @@ impl SqliteMetadata {
                 Ok(n)
             });
         }
-        let mut deleted = 0;
+        let mut deleted: u64 = 0;
         // Manifests awaiting push-up stay and come back in every batch: ask for that many more
         // each round. Deleting an index makes its children candidates, so rounds go on until
-        // one deletes nothing (each round deletes at least one, so the loop ends).
+        // one deletes nothing from a batch that was not full (a full batch of kept manifests
+        // may hide deletable ones behind it; each round either deletes or asks for more, so
+        // the loop ends).
         let mut skipped = 0;
         loop {
+            let limit = skipped + BATCH;
             let (removed, kept) = self.write(|tx| {
-                let batch = expired_untagged(tx, cutoff, skipped + BATCH)?;
-                let (mut removed, mut kept) = (0, 0);
+                let batch = expired_untagged(tx, cutoff, limit)?;
+                let (mut removed, mut kept) = (0u64, 0i64);
                 for m in batch {
                     if keep_outbox && awaits_push(tx, &m.repo, &m.digest)? {
                         kept += 1;
@@ -123,7 +126,7 @@ impl SqliteMetadata {
             })?;
             deleted += removed;
             skipped = kept;
-            if removed == 0 {
+            if removed == 0 && kept < limit {
                 return Ok(deleted);
             }
         }

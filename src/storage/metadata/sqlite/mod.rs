@@ -13,6 +13,7 @@ mod refs;
 mod repos;
 mod schema;
 mod seam;
+mod secrets;
 mod stats;
 mod summary;
 mod sync;

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use crate::storage::error::{Result, StorageError};
 
 /// Schema version this build writes.
-const VERSION: i64 = 6;
+const VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE repositories (
@@ -173,8 +173,18 @@ CREATE INDEX uploads_repo ON uploads(repo);
 CREATE INDEX uploads_client ON uploads(client) WHERE client IS NOT NULL;
 ";
 
+/// Version 7: secrets every replica shares (the token signing key, until now a file in the
+/// data directory: the first start after the upgrade moves it here).
+const V7: &str = "
+CREATE TABLE secrets (
+    name    TEXT PRIMARY KEY,
+    value   BLOB NOT NULL,
+    created INTEGER NOT NULL
+);
+";
+
 /// Migration steps, applied in order: step `i` brings the schema to version `i + 1`.
-const STEPS: [&str; 6] = [V1, V2, V3, V4, V5, V6];
+const STEPS: [&str; 7] = [V1, V2, V3, V4, V5, V6, V7];
 
 /// Creates or upgrades the schema; refuses a database written by a newer build. Each step reads
 /// the version inside its own write transaction, so two processes opening a fresh data directory
