@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::PassError;
 use crate::node::Node;
+use crate::storage::metadata::LeaseName;
 
 /// Longest single sleep, so a clock change or a suspended gateway is noticed within it.
 const MAX_SLEEP: Duration = Duration::from_secs(300);
@@ -53,12 +54,20 @@ async fn pass(node: &Arc<Node>, upload_max_age: Duration) {
         false,
     );
     let store = node.store.clone();
-    match tokio::task::spawn_blocking(move || super::run_pass(&store, &options, false)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(PassError::Busy)) => {
+    let leased = move || match store.meta.try_lease(LeaseName::Gc) {
+        Ok(Some(_lease)) => Some(super::run_pass(&store, &options, false)),
+        Ok(None) => None,
+        Err(e) => Some(Err(PassError::from(e))),
+    };
+    match tokio::task::spawn_blocking(leased).await {
+        Ok(None) => {
+            tracing::info!("scheduled garbage collection skipped: another replica runs it")
+        }
+        Ok(Some(Ok(_))) => {}
+        Ok(Some(Err(PassError::Busy))) => {
             tracing::info!("scheduled garbage collection skipped: another pass is running")
         }
-        Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection pass failed"),
+        Ok(Some(Err(e))) => tracing::warn!(error = %e, "garbage collection pass failed"),
         Err(e) => tracing::warn!(error = %e, "garbage collection task failed"),
     }
 }

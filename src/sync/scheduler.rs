@@ -21,7 +21,7 @@ use super::engine::{Engine, Scope};
 use super::local;
 use super::policy::SyncPolicy;
 use crate::config::Mode;
-use crate::storage::metadata::StateKey;
+use crate::storage::metadata::{Lease, LeaseName, StateKey};
 
 /// How often the loop looks at the request counter, the outbox and the clock.
 const TICK: Duration = Duration::from_secs(1);
@@ -117,6 +117,8 @@ pub async fn run(
     // A feed-driven registry still starts with one full pass.
     signals.request_all();
     let mut last = policies.borrow_and_update().clone();
+    // This replica's turn to sync (always granted on a registry alone on its metadata).
+    let mut lease: Option<Box<dyn Lease>> = None;
     loop {
         // Compared by identity, not by `has_changed`: waiting on `changed()` below marks a new
         // policy seen before this line looks at it.
@@ -171,6 +173,14 @@ pub async fn run(
             signals.take();
             Some(Scope::All)
         };
+        let scope = match scope {
+            Some(scope) if !holds_lease(&engine, &mut lease) => {
+                // Another replica syncs: keep what was asked for, in case the lease comes here.
+                signals.put_back(scope);
+                None
+            }
+            scope => scope,
+        };
         if let Some(scope) = scope {
             signals.busy.store(true, Ordering::SeqCst);
             // A manual sync runs to the end; a scheduled one stops when its window closes.
@@ -203,6 +213,31 @@ pub async fn run(
             _ = tokio::time::sleep(TICK) => {}
             _ = signals.wake.notified() => {}
             _ = policies.changed() => {}
+        }
+    }
+}
+
+/// Whether this replica holds the sync lease, taking it when it is free; a lost lease is let go
+/// (logged) before another try.
+fn holds_lease(engine: &Engine, lease: &mut Option<Box<dyn Lease>>) -> bool {
+    if let Some(held) = lease.as_mut() {
+        if local(|| held.is_held()) {
+            return true;
+        }
+        tracing::warn!("lost the sync lease (the database connection holding it ended)");
+        // Dropped off the async workers: ending a database session blocks.
+        local(|| drop(lease.take()));
+    }
+    match local(|| engine.store.meta.try_lease(LeaseName::Sync)) {
+        Ok(Some(l)) => {
+            tracing::info!("holding the sync lease: this replica runs sync and push-up");
+            *lease = Some(l);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not take the sync lease");
+            false
         }
     }
 }

@@ -193,14 +193,15 @@ impl Transfers {
             .acquire_owned()
             .await
             .map_err(|_| SyncError::Stopped("shutting down"))?;
-        if let Some(size) = self.store.blob_size(&job.digest)? {
+        // Off the async workers: a blob backend may block (an object store's request).
+        if let Some(size) = super::local(|| self.store.blob_size(&job.digest))? {
             self.store.discard_download(&job.digest);
             return Ok(size);
         }
         if let Some(p) = &job.progress {
             p.need(job.size.unwrap_or(0));
         }
-        let mut writer = self.store.download_writer(&job.digest)?;
+        let mut writer = super::local(|| self.store.download_writer(&job.digest))?;
         let mut total = job.size;
         let mut failures = 0u32;
         let mut log = Logger::new(writer.offset());

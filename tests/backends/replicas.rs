@@ -3,7 +3,8 @@
 //! backends and agree on one admin token; a token made by the management command on the shared
 //! database works at both; a bearer token one replica issues is valid at the other (the signing
 //! key is shared); an image skopeo pushes through one pulls back exactly through the other; a
-//! deleted token stops working at both within two seconds.
+//! deleted token stops working at both within two seconds. Only one replica syncs from the
+//! parent (it holds the lease), and when it is killed the other takes over.
 
 use std::time::{Duration, Instant};
 
@@ -222,4 +223,114 @@ fn replicas_on_shared_backends_serve_one_registry() {
     // A deleted token stops working at both replicas within two seconds.
     admin(&shared, &["token", "delete", "--name", "line", "--yes"]);
     within_two_seconds(&[&a, &b], "line", &pw, 401);
+}
+
+/// Pushes a one-layer image (seeded by `seed`) to `reg` as `REPO:tag` with skopeo.
+fn push_image(skopeo: &Skopeo, reg: &Registry, creds: &str, tag: &str, seed: u64) {
+    let image = oci::image_with_layers(vec![oci::pseudo_random(64 * 1024, seed)]);
+    let layout = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    oci::write_layout(layout.path(), &[(tag, &image)], &[]);
+    let src = format!("oci:{}:{tag}", layout.path().display());
+    let dst = format!("docker://{}/{REPO}:{tag}", reg.host());
+    let tls = ["--src-tls-verify=false", "--dest-tls-verify=false"];
+    skopeo.run(&[&["copy"], &tls[..], &["--dest-creds", creds, &src, &dst]].concat());
+}
+
+/// Waits (bounded) until `REPO` at `reg` lists `tag` to the admin (`admin_pw`); panics with
+/// the registry's log.
+fn wait_for_tag(reg: &Registry, admin_pw: &str, tag: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let url = format!("{}/v2/{REPO}/tags/list", reg.url());
+    loop {
+        let listed = http()
+            .get(&url)
+            .header("X-Forwarded-Host", SITE_HOST)
+            .basic_auth("admin", Some(admin_pw))
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+            .is_ok_and(|v| {
+                v["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == tag))
+            });
+        if listed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tag} never arrived\n{}",
+            reg.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// How often a replica's log says it took the sync lease.
+fn leases_taken(reg: &Registry) -> usize {
+    reg.log().matches("holding the sync lease").count()
+}
+
+#[test]
+fn one_replica_syncs_and_another_takes_over_when_it_is_killed() {
+    // The parent: a plain registry with a pull token for the site.
+    let parent = Registry::start_authenticated(&[]);
+    let sync_pw = parent.add_token("sync", "plant/*", &["content/read", "metadata/read"]);
+    let parent_admin = format!("admin:{}", parent.admin_password());
+
+    let pg_dir = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let postgres = Postgres::start(pg_dir.path());
+    let azure_dir = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+    let azurite = Azurite::start(azure_dir.path());
+    let metadata = postgres.create_database("leases");
+    let connection = format!(
+        "ConnectedRegistryName=site;SyncTokenName=sync;SyncTokenPassword={sync_pw};\
+         ParentGatewayEndpoint={};ParentEndpointProtocol=http",
+        parent.host()
+    );
+    let policy =
+        format!("mode = \"ReadOnly\"\n[sync]\nrepositories = [\"{REPO}\"]\ninterval = \"1s\"\n");
+    let start = || {
+        let tmp = TempDir::new().unwrap_or_else(|e| panic!("{e}"));
+        let file = tmp.path().join("policy.toml");
+        std::fs::write(&file, &policy).unwrap_or_else(|e| panic!("{e}"));
+        let args = [
+            "--blob-store",
+            "az://leases",
+            "--metadata",
+            &metadata,
+            "--config",
+            &file.display().to_string(),
+        ];
+        let env = vec![
+            ("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()),
+            ("AZURITE_BLOB_STORAGE_URL".into(), azurite.url()),
+            ("ACR_REGISTRY_CONNECTION_STRING".into(), connection.clone()),
+        ];
+        Registry::start_in(tmp, args.map(String::from).to_vec(), env)
+    };
+    let (a, b) = (start(), start());
+    let admin = [&a, &b]
+        .iter()
+        .find_map(|r| std::fs::read_to_string(r.data.join("admin-password")).ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no replica wrote the admin password"));
+
+    // One replica syncs; what it brings down is served by both.
+    let skopeo = Skopeo::new();
+    push_image(&skopeo, &parent, &parent_admin, "v1", 31);
+    wait_for_tag(&a, &admin, "v1", Duration::from_secs(60));
+    wait_for_tag(&b, &admin, "v1", Duration::from_secs(5));
+    let (la, lb) = (leases_taken(&a), leases_taken(&b));
+    assert_eq!(
+        la + lb,
+        1,
+        "replicas that took the sync lease: a {la}, b {lb}"
+    );
+
+    // The holder is killed; the other takes the lease over and syncs the next tag.
+    let (mut holder, survivor) = if la == 1 { (a, b) } else { (b, a) };
+    holder.stop_hard();
+    push_image(&skopeo, &parent, &parent_admin, "v2", 32);
+    wait_for_tag(&survivor, &admin, "v2", Duration::from_secs(60));
+    assert_eq!(leases_taken(&survivor), 1, "{}", survivor.log());
 }

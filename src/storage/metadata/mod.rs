@@ -2,7 +2,7 @@
 //! log, sync state, access records and the tree of connected registries.
 //!
 //! The seam is a set of traits split by concern (`Content`, `Listings`, `EventLog`,
-//! `UploadSessions`, `SyncState`, `AccessRecords`, `Hierarchy`, `Collection`, `Secrets`), gathered in
+//! `UploadSessions`, `SyncState`, `AccessRecords`, `Hierarchy`, `Collection`, `Secrets`, `Leases`), gathered in
 //! `MetadataStore`; callers never see SQL. Each call is one transaction, so a multi-step change
 //! cannot be left half-done. Two implementations: SQLite in the data directory (the embedded
 //! default, `sqlite`) and PostgreSQL shared by several replicas (`postgres`).
@@ -14,6 +14,7 @@ mod conformance;
 mod content;
 mod events;
 mod hierarchy;
+mod leases;
 mod location;
 pub mod postgres;
 mod secrets;
@@ -29,6 +30,7 @@ pub use content::{
 };
 pub use events::{Event, EventAction, EventLog, Origin};
 pub use hierarchy::{Hierarchy, HierarchyChange, RegistryRow};
+pub use leases::{Lease, LeaseName, Leases, SoleLease};
 pub use location::MetadataLocation;
 pub use secrets::Secrets;
 pub use sqlite::SqliteMetadata;
@@ -49,6 +51,7 @@ pub trait MetadataStore:
     + Hierarchy
     + Collection
     + Secrets
+    + Leases
     + Send
     + Sync
     + std::fmt::Debug

@@ -14,6 +14,7 @@ mod collection;
 mod content;
 mod events;
 mod hierarchy;
+mod leases;
 mod listings;
 mod pool;
 mod schema;

@@ -8,6 +8,7 @@ mod access;
 mod events;
 mod gc;
 mod hierarchy;
+mod leases;
 mod manifests;
 mod refs;
 mod repos;
